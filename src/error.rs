@@ -1,0 +1,49 @@
+//! One error type for the crate. Every failure a user can cause is a value of it, never a panic;
+//! at the wasm boundary it becomes a JS `Error` carrying the same message.
+
+/// Anything that can go wrong in spectune.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The browser has no `navigator.gpu`.
+    #[error("WebGPU is not available here (navigator.gpu is missing): use a browser with WebGPU enabled, such as a recent Chrome or Edge, or Firefox/Safari with WebGPU turned on")]
+    NoWebGpu,
+
+    /// No adapter was found (no GPU, no driver, or WebGPU blocked).
+    #[error("no GPU adapter was found: {0}")]
+    NoAdapter(String),
+
+    /// The adapter refused to create a device with the limits we asked for.
+    #[error("the GPU adapter refused to create a device: {0}")]
+    DeviceRefused(String),
+
+    /// The device was lost (driver reset, tab in the background too long, device destroyed).
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+
+    /// The GPU reported a validation or out-of-memory error while running our commands.
+    #[error("the GPU reported an error: {0}")]
+    Gpu(String),
+
+    /// Two operands do not fit together.
+    #[error("shape mismatch in {op}: {detail}")]
+    ShapeMismatch { op: &'static str, detail: String },
+
+    /// Host data of the wrong length for the shape it should fill.
+    #[error("{what}: {len} values do not fill shape {shape:?} ({expected} values)")]
+    DataLength { what: &'static str, len: usize, shape: Vec<usize>, expected: usize },
+
+    /// A tensor needs a buffer larger than the device allows.
+    #[error("{what} needs a buffer of {bytes} bytes, over this GPU's {limit_name} of {limit} bytes")]
+    BufferTooLarge { what: String, bytes: u64, limit: u64, limit_name: &'static str },
+
+    /// A dispatch would need more workgroups than the device allows in one dimension.
+    #[error("{op} needs {count} workgroups in one dimension, over this GPU's limit of {max}")]
+    TooManyWorkgroups { op: &'static str, count: u64, max: u32 },
+
+    /// Reading a buffer back to the host failed.
+    #[error("reading a result back from the GPU failed: {0}")]
+    Readback(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,202 @@
+//! The device: one `Gpu` per page or process, created async, holding the adapter's own limits,
+//! the kernel cache, the buffer pool and the uniform arena.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::KernelCache;
+use crate::gpu::pool::BufferPool;
+use crate::gpu::uniforms::UniformArena;
+
+/// What the adapter says about itself, for display and for choosing kernel variants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterInfo {
+    /// The adapter's name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or "NVIDIA H100".
+    pub name: String,
+    /// "Vulkan", "Metal", "Dx12", "Gl" or "BrowserWebGpu".
+    pub backend: String,
+    /// "DiscreteGpu", "IntegratedGpu", "Cpu", "VirtualGpu" or "Other".
+    pub device_type: String,
+    /// Driver name and version, where the platform reports them.
+    pub driver: String,
+}
+
+impl AdapterInfo {
+    fn from_wgpu(info: &wgpu::AdapterInfo) -> Self {
+        let driver = [info.driver.as_str(), info.driver_info.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
+        AdapterInfo {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver,
+        }
+    }
+
+    /// True for adapters that run on the CPU (lavapipe, SwiftShader, WARP): kernels pick their
+    /// CPU-friendly variants there.
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        self.device_type == "Cpu"
+            || ["llvmpipe", "lavapipe", "swiftshader", "warp", "software"]
+                .iter()
+                .any(|s| name.contains(s))
+    }
+}
+
+/// A GPU device and everything cached on it. Create one with [`Gpu::request`] and pass `&Gpu`
+/// to every operation: the device is the seam between spectune and the platform.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: AdapterInfo,
+    limits: wgpu::Limits,
+    pub(crate) kernels: KernelCache,
+    pub(crate) pool: Arc<BufferPool>,
+    pub(crate) uniforms: UniformArena,
+    /// The first error the device reported outside any call that could return it.
+    error: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it is.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Gpu {
+    /// Finds an adapter (the browser's WebGPU, or whatever wgpu finds natively: a real GPU, or
+    /// lavapipe in CI) and opens a device with the adapter's own limits.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> spectune::Result<()> {
+    /// let gpu = spectune::Gpu::request().await?;
+    /// println!("running on {}", gpu.info().name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn request() -> Result<Gpu> {
+        #[cfg(target_arch = "wasm32")]
+        if !crate::gpu::web::has_webgpu() {
+            return Err(Error::NoWebGpu);
+        }
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let options = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        let adapter = instance
+            .request_adapter(&options)
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        Self::from_adapter(adapter).await
+    }
+
+    /// Opens a device on a given adapter, asking for the adapter's own limits (the WebGPU
+    /// defaults cap storage bindings at 128 MiB and buffers at 256 MiB, too small for models).
+    pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = AdapterInfo::from_wgpu(&adapter.get_info());
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("spectune"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::DeviceRefused(e.to_string()))?;
+
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| format!("{reason:?}: {message}"));
+        });
+
+        let pool = Arc::new(BufferPool::new(device.clone()));
+        let uniforms = UniformArena::new(limits.min_uniform_buffer_offset_alignment);
+        Ok(Gpu { device, queue, info, limits, kernels: KernelCache::default(), pool, uniforms, error, lost })
+    }
+
+    /// What the adapter says about itself.
+    pub fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    /// The limits the device was opened with (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The underlying wgpu device, for interop.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// Destroys the device, as a lost GPU would be. Every later call returns [`Error::DeviceLost`].
+    pub fn destroy(&self) {
+        self.device.destroy();
+        let mut slot = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| "the device was destroyed".into());
+    }
+
+    /// Returns the device's pending error, if any: lost first, then an uncaptured GPU error.
+    /// Called after each submit and readback so that no failure goes unreported.
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(why) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::DeviceLost(why));
+        }
+        if let Some(msg) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// Checks that a buffer of `bytes` fits this device, naming `what` if not.
+    pub(crate) fn check_buffer_size(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
+        let binding = u64::from(self.limits.max_storage_buffer_binding_size);
+        let (limit, limit_name) = if self.limits.max_buffer_size < binding {
+            (self.limits.max_buffer_size, "maxBufferSize")
+        } else {
+            (binding, "maxStorageBufferBindingSize")
+        };
+        if bytes > limit {
+            return Err(Error::BufferTooLarge { what: what(), bytes, limit, limit_name });
+        }
+        Ok(())
+    }
+
+    /// Blocks (natively) until submitted work is done; a no-op on the web, where the browser
+    /// drives the queue and callbacks.
+    pub(crate) fn poll_wait(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Waits until all submitted work has finished (async on both targets).
+    pub async fn sync(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        self.poll_wait()?;
+        rx.await.map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
+        self.check()
+    }
+}

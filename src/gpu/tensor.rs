@@ -1,0 +1,137 @@
+//! `Tensor`: a shape and an f32 storage buffer on the GPU, with upload and async download.
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+use crate::gpu::pool::PooledBuffer;
+use crate::gpu::Gpu;
+
+/// A dense row-major f32 tensor living in a GPU storage buffer from the pool.
+pub struct Tensor {
+    shape: Vec<usize>,
+    // Shared with the ops that use it, so the buffer goes back to the pool only once no
+    // recorded-but-unsubmitted op refers to it.
+    buffer: Arc<PooledBuffer>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?}", self.shape)
+    }
+}
+
+/// Number of elements of a shape, or an error when it overflows.
+fn numel(shape: &[usize]) -> Result<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| Error::ShapeMismatch {
+        op: "tensor",
+        detail: format!("shape {shape:?} has more elements than fit in memory"),
+    })
+}
+
+impl Tensor {
+    /// An uninitialised tensor (contents are whatever the pooled buffer held): for outputs that
+    /// a kernel overwrites entirely.
+    pub fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let len = numel(shape)?;
+        let bytes = (len as u64).checked_mul(4).ok_or_else(|| Error::ShapeMismatch {
+            op: "tensor",
+            detail: format!("shape {shape:?} is too large"),
+        })?;
+        gpu.check()?;
+        gpu.check_buffer_size(|| format!("a tensor of shape {shape:?}"), bytes)?;
+        let buffer = Arc::new(gpu.pool.take(bytes, "tensor"));
+        Ok(Tensor { shape: shape.to_vec(), buffer })
+    }
+
+    /// A tensor filled with zeros.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let t = Self::uninit(gpu, shape)?;
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("zeros") });
+        encoder.clear_buffer(t.buffer(), 0, None);
+        gpu.queue.submit([encoder.finish()]);
+        Ok(t)
+    }
+
+    /// Uploads `data` (row-major) as a tensor of `shape`.
+    pub fn from_slice(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
+        let t = Self::uninit(gpu, shape)?;
+        t.write(gpu, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites the tensor's values with `data` (row-major, same length).
+    pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
+        if data.len() != self.len() {
+            return Err(Error::DataLength { what: "tensor upload", len: data.len(), shape: self.shape.clone(), expected: self.len() });
+        }
+        if !data.is_empty() {
+            gpu.queue.write_buffer(self.buffer(), 0, bytemuck::cast_slice(data));
+        }
+        gpu.check()
+    }
+
+    /// The shape, outermost dimension first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Views the same buffer under another shape with the same number of elements.
+    pub fn reshape(self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape)? != self.len() {
+            return Err(Error::ShapeMismatch { op: "reshape", detail: format!("{:?} into {shape:?}", self.shape) });
+        }
+        Ok(Tensor { shape: shape.to_vec(), buffer: self.buffer })
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.raw()
+    }
+
+    pub(crate) fn shared_buffer(&self) -> Arc<PooledBuffer> {
+        Arc::clone(&self.buffer)
+    }
+
+    /// Downloads the values (row-major). Async on both targets: natively it polls the device,
+    /// on the web it awaits `mapAsync`.
+    pub async fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        gpu.check()?;
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = self.len() as u64 * 4;
+        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        encoder.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, bytes);
+        gpu.queue.submit([encoder.finish()]);
+
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        gpu.poll_wait()?;
+        let mapped = rx.await.map_err(|_| Error::Readback("the map callback was dropped".into()))?;
+        gpu.check()?;
+        mapped.map_err(|e| Error::Readback(e.to_string()))?;
+        let values = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(values)
+    }
+}

@@ -1,0 +1,31 @@
+//! # spectune
+//!
+//! Spectral fine-tuning of small neural networks on the user's own GPU: WGSL compute kernels
+//! run through wgpu natively (Vulkan/Metal/DX12, lavapipe in CI) and through WebGPU in the
+//! browser (this crate compiled to wasm32, with the JS API in [`web`]).
+//!
+//! Layers (see `DESIGN.md`): [`gpu`] (device, tensors, kernel cache, step recorder) →
+//! [`linalg`] (matmul family, elementwise, reductions, transpose). Every kernel lives in
+//! `shaders/*.wgsl`, and [`reference`] holds the CPU versions the tests compare against.
+//!
+//! ```no_run
+//! # async fn demo() -> spectune::Result<()> {
+//! use spectune::{linalg, Gpu, Tensor};
+//! let gpu = Gpu::request().await?;
+//! let a = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
+//! let b = Tensor::from_slice(&gpu, &[3, 1], &[1., 1., 1.])?;
+//! let c = linalg::matmul(&gpu, &a, &b)?;
+//! assert_eq!(c.to_vec(&gpu).await?, vec![6., 15.]);
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod linalg;
+pub mod reference;
+pub mod shaders;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use error::{Error, Result};
+pub use gpu::{AdapterInfo, Gpu, KernelOp, Step, Tensor};

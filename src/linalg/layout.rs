@@ -1,0 +1,55 @@
+//! Layout changes (`shaders/layout.wgsl`): transpose, and zero-padded row copies.
+
+use crate::error::Result;
+use crate::gpu::{KernelOp, Step, Tensor};
+use crate::linalg::{as_batched, grid_stride_groups, to_u32};
+use crate::shaders;
+
+/// Mirrors `Params` in `layout.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LayoutParams {
+    rows: u32,
+    cols: u32,
+    batch: u32,
+    ld_out: u32,
+}
+
+/// Records Y = Xᵀ (per batch for a 3D X) and returns Y.
+pub fn transpose(step: &mut Step, x: &Tensor) -> Result<Tensor> {
+    let (batch, rows, cols) = as_batched("transpose", "x", x.shape())?;
+    let mut shape = x.shape().to_vec();
+    let last = shape.len() - 1;
+    shape.swap(last - 1, last);
+    let y = Tensor::uninit(step.gpu, &shape)?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let params = LayoutParams { rows: to_u32("transpose", rows)?, cols: to_u32("transpose", cols)?, batch: to_u32("transpose", batch)?, ld_out: 0 };
+    let kernel = step.gpu.kernel(&shaders::LAYOUT, "transpose", vec![]);
+    let groups = [cols.div_ceil(16) as u64, rows.div_ceil(16) as u64, batch as u64];
+    step.push(KernelOp::new(step.gpu, "transpose", kernel, &params, &[(1, x), (2, &y)], groups)?);
+    Ok(y)
+}
+
+/// Records a copy of X (…, cols) into rows of length `width ≥ cols`, zero-filled past `cols`.
+pub fn pad_rows(step: &mut Step, x: &Tensor, width: usize) -> Result<Tensor> {
+    let cols = *x.shape().last().unwrap_or(&1);
+    let rows = x.len() / cols.max(1);
+    if width < cols {
+        return Err(crate::Error::ShapeMismatch { op: "pad_rows", detail: format!("width {width} is less than the {cols} columns of {:?}", x.shape()) });
+    }
+    let mut shape = x.shape().to_vec();
+    if let Some(last) = shape.last_mut() {
+        *last = width;
+    }
+    let y = Tensor::uninit(step.gpu, &shape)?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let params = LayoutParams { rows: to_u32("pad_rows", rows)?, cols: to_u32("pad_rows", cols)?, batch: 1, ld_out: to_u32("pad_rows", width)? };
+    let kernel = step.gpu.kernel(&shaders::LAYOUT, "pad_rows", vec![]);
+    let groups = [grid_stride_groups(y.len(), 64), 1, 1];
+    step.push(KernelOp::new(step.gpu, "pad_rows", kernel, &params, &[(1, x), (2, &y)], groups)?);
+    Ok(y)
+}

@@ -1,0 +1,248 @@
+//! The matmul family: C = α·op(A)·op(B) + β·C, op = transpose or not, batched, any shape.
+//! Kernel: `shaders/matmul.wgsl` (register-blocked, vec4 loads); baseline `matmul_naive.wgsl`.
+
+use crate::error::{Error, Result};
+use crate::gpu::{AdapterInfo, Defines, KernelOp, Step, Tensor};
+use crate::linalg::{as_batched, layout, to_u32};
+use crate::shaders;
+
+/// Mirrors `Params` in `matmul.wgsl` and `matmul_naive.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    lda: u32,
+    ldb: u32,
+    alpha: f32,
+    beta: f32,
+    _pad: u32,
+}
+
+/// The register block of the tiled kernel: a workgroup of `wx × wy` invocations, each computing
+/// `tm` rows × `4·tn4` columns of C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TileConfig {
+    pub wx: u32,
+    pub wy: u32,
+    pub tm: u32,
+    pub tn4: u32,
+}
+
+impl TileConfig {
+    /// Rows of C per workgroup.
+    pub fn block_rows(&self) -> u32 {
+        self.wy * self.tm
+    }
+
+    /// Columns of C per workgroup.
+    pub fn block_cols(&self) -> u32 {
+        self.wx * self.tn4 * 4
+    }
+
+    /// The tile tuned for this adapter (see the benchmark table in the README).
+    pub fn for_adapter(info: &AdapterInfo) -> TileConfig {
+        if info.is_software() {
+            // CPU adapters: invocations are SIMD lanes; a wide row of lanes over columns and a
+            // tall register block per lane measured fastest on lavapipe.
+            TileConfig { wx: 8, wy: 1, tm: 8, tn4: 2 }
+        } else {
+            TileConfig { wx: 16, wy: 8, tm: 4, tn4: 1 }
+        }
+    }
+}
+
+/// Which kernel runs a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatmulKernel {
+    /// The tiled kernel with the adapter's tuned tile.
+    #[default]
+    Auto,
+    /// The tiled kernel with a given tile.
+    Tiled(TileConfig),
+    /// The one-invocation-per-output baseline.
+    Naive,
+}
+
+/// Options of a product C = α·op(A)·op(B) + β·C.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub kernel: MatmulKernel,
+}
+
+impl Default for Gemm {
+    fn default() -> Self {
+        Gemm { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: false, kernel: MatmulKernel::Auto }
+    }
+}
+
+impl Gemm {
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    pub fn beta(mut self, beta: f32) -> Self {
+        self.beta = beta;
+        self
+    }
+    /// Use Aᵀ: A is stored (k, m).
+    pub fn trans_a(mut self, yes: bool) -> Self {
+        self.trans_a = yes;
+        self
+    }
+    /// Use Bᵀ: B is stored (n, k).
+    pub fn trans_b(mut self, yes: bool) -> Self {
+        self.trans_b = yes;
+        self
+    }
+    pub fn kernel(mut self, kernel: MatmulKernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+}
+
+/// Shapes of one product, checked.
+struct Dims {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch_a: usize,
+    batch_b: usize,
+}
+
+fn check_dims(g: &Gemm, a: &[usize], b: &[usize], c: &[usize]) -> Result<Dims> {
+    let (batch_a, ra, ca) = as_batched("matmul", "A", a)?;
+    let (batch_b, rb, cb) = as_batched("matmul", "B", b)?;
+    let (batch, m, n) = as_batched("matmul", "C", c)?;
+    let (am, ak) = if g.trans_a { (ca, ra) } else { (ra, ca) };
+    let (bk, bn) = if g.trans_b { (cb, rb) } else { (rb, cb) };
+    let mismatch = |detail: String| Err(Error::ShapeMismatch { op: "matmul", detail });
+    if ak != bk {
+        return mismatch(format!("op(A) is {am}×{ak} but op(B) is {bk}×{bn}: inner dimensions differ (A {a:?}, B {b:?})"));
+    }
+    if (am, bn) != (m, n) {
+        return mismatch(format!("op(A)·op(B) is {am}×{bn} but C is {m}×{n} (C {c:?})"));
+    }
+    for (name, bx) in [("A", batch_a), ("B", batch_b)] {
+        if bx != 1 && bx != batch {
+            return mismatch(format!("{name} has batch {bx} but C has batch {batch} (a batch of 1 broadcasts)"));
+        }
+    }
+    Ok(Dims { batch, m, n, k: ak, batch_a, batch_b })
+}
+
+/// Records C = α·op(A)·op(B) + β·C into `step`. A, B, C are 2D or 3D (batch first); A or B with
+/// batch 1 is shared by every batch of C.
+///
+/// ```no_run
+/// # async fn demo(gpu: &spectune::Gpu, x: &spectune::Tensor, w: &spectune::Tensor, y: &spectune::Tensor) -> spectune::Result<()> {
+/// use spectune::linalg::{gemm, Gemm};
+/// let mut step = spectune::Step::new(gpu, "linear");
+/// gemm(&mut step, &Gemm::default().trans_b(true), x, w, y)?; // y = x Wᵀ
+/// step.submit()?;
+/// # Ok(()) }
+/// ```
+pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<()> {
+    let d = check_dims(g, a.shape(), b.shape(), c.shape())?;
+    if d.batch == 0 || d.m == 0 || d.n == 0 {
+        return Ok(());
+    }
+    let gpu = step.gpu;
+    let (m, n, k) = (to_u32("matmul", d.m)?, to_u32("matmul", d.n)?, to_u32("matmul", d.k)?);
+    let trans = |t: bool| if t { "true" } else { "false" }.to_string();
+    let mut defines: Defines = vec![("TRANS_A", trans(g.trans_a)), ("TRANS_B", trans(g.trans_b))];
+
+    let tile = match g.kernel {
+        MatmulKernel::Naive => None,
+        MatmulKernel::Tiled(t) => Some(t),
+        MatmulKernel::Auto => Some(TileConfig::for_adapter(gpu.info())),
+    };
+    // The tiled kernel reads A and B as vec4 rows: pad a stored row length that is not a
+    // multiple of 4 (rare in models; common for the SVD's r + p columns).
+    let padded_a;
+    let padded_b;
+    let (a, b) = match tile {
+        Some(_) => {
+            let a_cols = *a.shape().last().unwrap_or(&0);
+            let b_cols = *b.shape().last().unwrap_or(&0);
+            padded_a = (a_cols % 4 != 0).then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4))).transpose()?;
+            padded_b = (b_cols % 4 != 0).then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4))).transpose()?;
+            (padded_a.as_ref().unwrap_or(a), padded_b.as_ref().unwrap_or(b))
+        }
+        None => (a, b),
+    };
+    let lda = *a.shape().last().unwrap_or(&0);
+    let ldb = *b.shape().last().unwrap_or(&0);
+    let (rows_a, rows_b) = (a.len() / lda.max(1) / d.batch_a.max(1), b.len() / ldb.max(1) / d.batch_b.max(1));
+    let params = MatmulParams {
+        m,
+        n,
+        k,
+        batch: to_u32("matmul", d.batch)?,
+        stride_a: if d.batch_a == 1 { 0 } else { to_u32("matmul", rows_a * lda)? },
+        stride_b: if d.batch_b == 1 { 0 } else { to_u32("matmul", rows_b * ldb)? },
+        stride_c: to_u32("matmul", d.m * d.n)?,
+        lda: to_u32("matmul", lda)?,
+        ldb: to_u32("matmul", ldb)?,
+        alpha: g.alpha,
+        beta: g.beta,
+        _pad: 0,
+    };
+    let op = match tile {
+        Some(t) => {
+            defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string()), ("TM", t.tm.to_string()), ("TN4", t.tn4.to_string())]);
+            let kernel = gpu.kernel(&shaders::MATMUL, "matmul", defines);
+            let groups = [d.n.div_ceil(t.block_cols() as usize) as u64, d.m.div_ceil(t.block_rows() as usize) as u64, d.batch as u64];
+            KernelOp::new(gpu, "matmul", kernel, &params, &[(1, a), (2, b), (3, c)], groups)?
+        }
+        None => {
+            let kernel = gpu.kernel(&shaders::MATMUL_NAIVE, "matmul_naive", defines);
+            let groups = [d.n.div_ceil(16) as u64, d.m.div_ceil(16) as u64, d.batch as u64];
+            KernelOp::new(gpu, "matmul", kernel, &params, &[(1, a), (2, b), (3, c)], groups)?
+        }
+    };
+    step.push(op);
+    Ok(())
+}
+
+/// Records C = A·B into `step` and returns C (2D, or 3D when A or B is batched).
+pub fn matmul(step: &mut Step, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (batch_a, m, _) = as_batched("matmul", "A", a.shape())?;
+    let (batch_b, _, n) = as_batched("matmul", "B", b.shape())?;
+    let batch = batch_a.max(batch_b);
+    let shape: Vec<usize> = if a.shape().len() == 3 || b.shape().len() == 3 { vec![batch, m, n] } else { vec![m, n] };
+    let c = Tensor::uninit(step.gpu, &shape)?;
+    gemm(step, &Gemm::default(), a, b, &c)?;
+    Ok(c)
+}
+
+/// Every define set the tiled and naive kernels can be compiled with, for shader validation.
+pub fn matmul_variants() -> Vec<(crate::gpu::Shader, &'static str, Defines)> {
+    let tiles = [
+        TileConfig::for_adapter(&AdapterInfo { name: "llvmpipe".into(), backend: String::new(), device_type: "Cpu".into(), driver: String::new() }),
+        TileConfig::for_adapter(&AdapterInfo { name: "gpu".into(), backend: String::new(), device_type: "DiscreteGpu".into(), driver: String::new() }),
+    ];
+    let mut out = Vec::new();
+    for ta in [false, true] {
+        for tb in [false, true] {
+            let base: Defines = vec![("TRANS_A", ta.to_string()), ("TRANS_B", tb.to_string())];
+            out.push((shaders::MATMUL_NAIVE, "matmul_naive", base.clone()));
+            for t in tiles {
+                let mut d = base.clone();
+                d.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string()), ("TM", t.tm.to_string()), ("TN4", t.tn4.to_string())]);
+                out.push((shaders::MATMUL, "matmul", d));
+            }
+        }
+    }
+    out
+}

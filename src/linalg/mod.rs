@@ -1,0 +1,33 @@
+//! Linear algebra on the GPU: the matmul family, elementwise ops, reductions and layout changes.
+//! Each function records its dispatches into a [`Step`](crate::Step) and returns its output
+//! tensor, whose values exist once the step is submitted.
+
+mod elementwise;
+mod layout;
+mod matmul;
+mod reduce;
+
+pub use elementwise::{add, axpby, axpy, scale};
+pub use layout::{pad_rows, transpose};
+pub use matmul::{gemm, matmul, matmul_variants, Gemm, MatmulKernel, TileConfig};
+pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
+
+/// (batch, rows, cols) of a 2D or 3D tensor.
+pub(crate) fn as_batched(op: &'static str, name: &str, shape: &[usize]) -> crate::Result<(usize, usize, usize)> {
+    match *shape {
+        [r, c] => Ok((1, r, c)),
+        [b, r, c] => Ok((b, r, c)),
+        _ => Err(crate::Error::ShapeMismatch { op, detail: format!("{name} must be 2D or 3D, got shape {shape:?}") }),
+    }
+}
+
+/// A dimension as the u32 the kernels index with, refusing sizes that do not fit.
+pub(crate) fn to_u32(op: &'static str, value: usize) -> crate::Result<u32> {
+    u32::try_from(value).map_err(|_| crate::Error::ShapeMismatch { op, detail: format!("dimension {value} exceeds u32") })
+}
+
+/// Workgroups for a grid-stride loop over `n` items, `per_group` at a time (capped at the
+/// WebGPU minimum limit of 65535; the kernels loop over the rest).
+pub(crate) fn grid_stride_groups(n: usize, per_group: usize) -> u64 {
+    (n.div_ceil(per_group) as u64).clamp(1, 65535)
+}

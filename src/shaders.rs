@@ -1,0 +1,60 @@
+//! Every WGSL file in `shaders/`, embedded. One kernel family per file; each binding in the
+//! file is commented with its shape.
+
+use crate::gpu::Shader;
+
+macro_rules! shader {
+    ($name:literal) => {
+        Shader { name: $name, source: include_str!(concat!("../shaders/", $name)) }
+    };
+}
+
+/// Tiled, register-blocked matmul with vec4 loads (`linalg::gemm`).
+pub const MATMUL: Shader = shader!("matmul.wgsl");
+/// One-invocation-per-output matmul: the benchmark baseline.
+pub const MATMUL_NAIVE: Shader = shader!("matmul_naive.wgsl");
+/// add, axpby, axpy, scale.
+pub const ELEMENTWISE: Shader = shader!("elementwise.wgsl");
+/// Sums and sums of squares, per row and whole.
+pub const REDUCE: Shader = shader!("reduce.wgsl");
+/// Transpose and zero-padded row copies.
+pub const LAYOUT: Shader = shader!("layout.wgsl");
+
+/// All shaders, for validation.
+pub const ALL: &[Shader] = &[MATMUL, MATMUL_NAIVE, ELEMENTWISE, REDUCE, LAYOUT];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::kernels::preprocess;
+
+    /// Parses and validates WGSL with naga, as the browser and wgpu would; no GPU needed.
+    fn validate(label: &str, text: &str) {
+        let module = naga::front::wgsl::parse_str(text).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(text)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(text)));
+    }
+
+    /// Every shader, with every define set the crate compiles it with.
+    #[test]
+    fn every_shader_validates_with_naga() {
+        let mut variants = crate::linalg::matmul_variants();
+        for shader in ALL {
+            if !shader.source.contains("{{") {
+                variants.push((*shader, "", vec![]));
+            }
+        }
+        for shader in ALL {
+            assert!(variants.iter().any(|(s, _, _)| s == shader), "{} has no validated variant", shader.name);
+        }
+        for (shader, entry, defines) in &variants {
+            let (text, missing) = preprocess(shader.source, defines);
+            assert!(missing.is_empty(), "{}: placeholders left unfilled: {missing:?}", shader.name);
+            if !entry.is_empty() {
+                assert!(text.contains(&format!("fn {entry}(")), "{}: no entry point {entry}", shader.name);
+            }
+            validate(&format!("{} {defines:?}", shader.name), &text);
+        }
+    }
+}
