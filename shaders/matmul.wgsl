@@ -1,13 +1,15 @@
 // Matmul family: C = alpha * op(A) * op(B) + beta * C, batched, register-blocked, vec4 loads.
 //
-// Each invocation computes a TM x (4*TN4) block of C in registers; no workgroup memory, since on
-// CPU adapters (lavapipe, SwiftShader) invocations are SIMD lanes and barriers are costly, and a
-// register block gives (TM + 4*TN4) loads per 4*TM*TN4 FMAs. Adjacent invocations own adjacent
-// vec4 columns (column j of invocation x is x + j*WX), so a lane group reads contiguous memory.
+// Each invocation computes an 8 x 8 block of C held in registers (8 rows of two vec4s), so per
+// four depths it loads 8 + 8 vec4s for 256 FMAs. No workgroup memory: on CPU adapters
+// (lavapipe, SwiftShader) invocations are SIMD lanes and barriers are costly, and the blocks are
+// written out by hand because those compilers keep dynamically indexed arrays in memory.
+// Adjacent invocations own adjacent vec4 columns (an invocation's second vec4 is WX further on),
+// so a row of invocations reads contiguous memory.
 //
 // Layouts: op(A) is m x k, stored (m, k) or, with TRANS_A, (k, m); op(B) is k x n, stored (k, n)
-// or, with TRANS_B, (n, k). The stored row length of A and B must be a multiple of 4 (the Rust
-// side pads otherwise); C is scalar so any n is fine.
+// or, with TRANS_B, (n, k). Stored rows of A and B have lda / ldb elements, a multiple of 4, the
+// padding zero-filled (the Rust side pads when needed); C is scalar so any n is fine.
 
 struct Params {
     m: u32,
@@ -25,121 +27,155 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;       // (batch, m, lda/4) or (batch, k, lda/4)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;       // (batch, k, ldb/4) or (batch, n, ldb/4)
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;       // (batch, m, n)
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (batch, m, lda/4), TRANS_A: (batch, k, lda/4)
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;  // (batch, k, ldb/4), TRANS_B: (batch, n, ldb/4)
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;  // (batch, m, n)
 
 const WX: u32 = {{WX}}u;
 const WY: u32 = {{WY}}u;
-const TM: u32 = {{TM}}u;   // rows of C per invocation (a multiple of 4 when TRANS_A)
-const TN4: u32 = {{TN4}}u; // vec4 columns of C per invocation
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
 
-// A's values for rows row0..row0+TM at depths p4*4..p4*4+4: out[i][q] = op(A)[row0 + i, 4*p4 + q].
-fn load_a(base: u32, row0: u32, p4: u32) -> array<vec4<f32>, TM> {
-    var out: array<vec4<f32>, TM>;
-    let lda4 = p.lda / 4u;
+// Eight columns of one row: vec4 columns col4 and col4 + WX.
+struct Row {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// op(B) at four consecutive depths, for this invocation's eight columns.
+struct Depths4 {
+    d0: Row,
+    d1: Row,
+    d2: Row,
+    d3: Row,
+}
+
+// op(A)[row, 4*p4 .. 4*p4 + 4] for the invocation's eight rows.
+struct Rows8 {
+    r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>,
+    r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
+}
+
+// acc += a[0] * b.d0 + a[1] * b.d1 + a[2] * b.d2 + a[3] * b.d3
+fn rank4(acc: Row, a4: vec4<f32>, b4: Depths4) -> Row {
+    var r = acc;
+    r.lo = fma(vec4<f32>(a4.x), b4.d0.lo, r.lo);
+    r.hi = fma(vec4<f32>(a4.x), b4.d0.hi, r.hi);
+    r.lo = fma(vec4<f32>(a4.y), b4.d1.lo, r.lo);
+    r.hi = fma(vec4<f32>(a4.y), b4.d1.hi, r.hi);
+    r.lo = fma(vec4<f32>(a4.z), b4.d2.lo, r.lo);
+    r.hi = fma(vec4<f32>(a4.z), b4.d2.hi, r.hi);
+    r.lo = fma(vec4<f32>(a4.w), b4.d3.lo, r.lo);
+    r.hi = fma(vec4<f32>(a4.w), b4.d3.hi, r.hi);
+    return r;
+}
+
+fn a_row(base: u32, row: u32, p4: u32) -> vec4<f32> {
+    return a[base + min(row, p.m - 1u) * (p.lda / 4u) + p4];
+}
+
+// TRANS_A: rows row4*4 .. +4 at depth d (zero past k, so clamped B rows there add nothing).
+fn a_col(base: u32, d: u32, row4: u32) -> vec4<f32> {
+    let v = a[base + min(d, p.k - 1u) * (p.lda / 4u) + min(row4, p.lda / 4u - 1u)];
+    return select(vec4<f32>(0.0), v, d < p.k);
+}
+
+fn load_a(base: u32, row0: u32, p4: u32) -> Rows8 {
     if (!TRANS_A) {
-        for (var i = 0u; i < TM; i++) {
-            out[i] = a[base + min(row0 + i, p.m - 1u) * lda4 + p4];
-        }
-    } else {
-        // Stored (k, m): four vec4 loads along m per depth give a 4x4 block to transpose.
-        // Depths past k are zero, so that the clamped B rows there add nothing.
-        for (var i4 = 0u; i4 < TM / 4u; i4++) {
-            let col4 = min((row0 / 4u) + i4, lda4 - 1u);
-            var blk: array<vec4<f32>, 4>;
-            for (var q = 0u; q < 4u; q++) {
-                let d = p4 * 4u + q;
-                blk[q] = select(vec4<f32>(0.0), a[base + min(d, p.k - 1u) * lda4 + col4], d < p.k);
-            }
-            for (var r = 0u; r < 4u; r++) {
-                out[i4 * 4u + r] = vec4<f32>(blk[0][r], blk[1][r], blk[2][r], blk[3][r]);
-            }
-        }
+        return Rows8(a_row(base, row0, p4), a_row(base, row0 + 1u, p4), a_row(base, row0 + 2u, p4), a_row(base, row0 + 3u, p4),
+                     a_row(base, row0 + 4u, p4), a_row(base, row0 + 5u, p4), a_row(base, row0 + 6u, p4), a_row(base, row0 + 7u, p4));
     }
-    return out;
+    // Stored (k, m): per depth, two vec4s along m; transpose the 4 x 8 block into rows.
+    let d = p4 * 4u;
+    let q = row0 / 4u;
+    let x0 = a_col(base, d, q);      let y0 = a_col(base, d, q + 1u);
+    let x1 = a_col(base, d + 1u, q); let y1 = a_col(base, d + 1u, q + 1u);
+    let x2 = a_col(base, d + 2u, q); let y2 = a_col(base, d + 2u, q + 1u);
+    let x3 = a_col(base, d + 3u, q); let y3 = a_col(base, d + 3u, q + 1u);
+    return Rows8(vec4(x0.x, x1.x, x2.x, x3.x), vec4(x0.y, x1.y, x2.y, x3.y), vec4(x0.z, x1.z, x2.z, x3.z), vec4(x0.w, x1.w, x2.w, x3.w),
+                 vec4(y0.x, y1.x, y2.x, y3.x), vec4(y0.y, y1.y, y2.y, y3.y), vec4(y0.z, y1.z, y2.z, y3.z), vec4(y0.w, y1.w, y2.w, y3.w));
 }
 
-// B's values at depth d for this invocation's columns: out[j] = op(B)[d, 4*(col4_0 + j*WX) ..+4].
-fn load_b_row(base: u32, d: u32, col4_0: u32) -> array<vec4<f32>, TN4> {
-    var out: array<vec4<f32>, TN4>;
-    let ldb4 = p.ldb / 4u;
-    let n4 = (p.n + 3u) / 4u;
-    for (var j = 0u; j < TN4; j++) {
-        let col4 = min(col4_0 + j * WX, n4 - 1u);
-        out[j] = b[base + d * ldb4 + col4];
-    }
-    return out;
+// Not TRANS_B: op(B) row d (clamped; A is zero past k), vec4 columns c_lo and c_hi.
+fn b_row(base: u32, d: u32, c_lo: u32, c_hi: u32) -> Row {
+    let o = base + min(d, p.k - 1u) * (p.ldb / 4u);
+    return Row(b[o + c_lo], b[o + c_hi]);
 }
 
-// With TRANS_B, op(B)[d, col] = B[col, d]: four depths of one column come in one vec4.
-fn load_b_cols(base: u32, p4: u32, col4_0: u32) -> array<array<vec4<f32>, TN4>, 4> {
-    var out: array<array<vec4<f32>, TN4>, 4>;
-    let ldb4 = p.ldb / 4u;
-    for (var j = 0u; j < TN4; j++) {
-        let col = min(col4_0 + j * WX, (p.n + 3u) / 4u - 1u) * 4u;
-        var blk: array<vec4<f32>, 4>;
-        for (var r = 0u; r < 4u; r++) {
-            blk[r] = b[base + min(col + r, p.n - 1u) * ldb4 + p4];
-        }
-        for (var q = 0u; q < 4u; q++) {
-            out[q][j] = vec4<f32>(blk[0][q], blk[1][q], blk[2][q], blk[3][q]);
+// TRANS_B: four depths of op(B) column col, stored contiguously in B's row col.
+fn b_col(base: u32, col: u32, p4: u32) -> vec4<f32> {
+    return b[base + min(col, p.n - 1u) * (p.ldb / 4u) + p4];
+}
+
+fn load_b(base: u32, p4: u32, c_lo: u32, c_hi: u32) -> Depths4 {
+    if (!TRANS_B) {
+        let d = p4 * 4u;
+        return Depths4(b_row(base, d, c_lo, c_hi), b_row(base, d + 1u, c_lo, c_hi), b_row(base, d + 2u, c_lo, c_hi), b_row(base, d + 3u, c_lo, c_hi));
+    }
+    let l0 = b_col(base, c_lo * 4u, p4);      let h0 = b_col(base, c_hi * 4u, p4);
+    let l1 = b_col(base, c_lo * 4u + 1u, p4); let h1 = b_col(base, c_hi * 4u + 1u, p4);
+    let l2 = b_col(base, c_lo * 4u + 2u, p4); let h2 = b_col(base, c_hi * 4u + 2u, p4);
+    let l3 = b_col(base, c_lo * 4u + 3u, p4); let h3 = b_col(base, c_hi * 4u + 3u, p4);
+    return Depths4(Row(vec4(l0.x, l1.x, l2.x, l3.x), vec4(h0.x, h1.x, h2.x, h3.x)),
+                   Row(vec4(l0.y, l1.y, l2.y, l3.y), vec4(h0.y, h1.y, h2.y, h3.y)),
+                   Row(vec4(l0.z, l1.z, l2.z, l3.z), vec4(h0.z, h1.z, h2.z, h3.z)),
+                   Row(vec4(l0.w, l1.w, l2.w, l3.w), vec4(h0.w, h1.w, h2.w, h3.w)));
+}
+
+// C[row, 4*col4 .. +4] = alpha * acc + beta * C, for the columns inside n.
+fn store4(base: u32, row: u32, col4: u32, acc: vec4<f32>) {
+    if (row >= p.m) { return; }
+    for (var q = 0u; q < 4u; q++) {
+        let col = col4 * 4u + q;
+        if (col < p.n) {
+            let idx = base + row * p.n + col;
+            var v = p.alpha * acc[q];
+            if (p.beta != 0.0) { v = fma(p.beta, c[idx], v); }
+            c[idx] = v;
         }
     }
-    return out;
+}
+
+fn store_row(base: u32, row: u32, c_lo: u32, c_hi: u32, acc: Row) {
+    store4(base, row, c_lo, acc.lo);
+    store4(base, row, c_hi, acc.hi);
 }
 
 @compute @workgroup_size(WX, WY, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * WY + lid.y) * TM;
-    let col4_0 = wid.x * WX * TN4 + lid.x;
-    let batch = wid.z;
-    let base_a = batch * p.stride_a / 4u;
-    let base_b = batch * p.stride_b / 4u;
+    let row0 = (wid.y * WY + lid.y) * 8u;
+    let c_lo = wid.x * WX * 2u + lid.x; // vec4 column
+    let c_hi = c_lo + WX;
+    let n4 = (p.n + 3u) / 4u;
+    let bc_lo = min(c_lo, n4 - 1u);    // clamped for loads; stores check n
+    let bc_hi = min(c_hi, n4 - 1u);
+    let base_a = wid.z * p.stride_a / 4u;
+    let base_b = wid.z * p.stride_b / 4u;
 
-    var acc: array<array<vec4<f32>, TN4>, TM>;
-    let k4 = (p.k + 3u) / 4u; // A and B are zero-padded to a multiple of 4 along k
+    let zero = Row(vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc0 = zero; var acc1 = zero; var acc2 = zero; var acc3 = zero;
+    var acc4 = zero; var acc5 = zero; var acc6 = zero; var acc7 = zero;
+    let k4 = (p.k + 3u) / 4u;
     for (var p4 = 0u; p4 < k4; p4++) {
         let av = load_a(base_a, row0, p4);
-        if (TRANS_B) {
-            let bv = load_b_cols(base_b, p4, col4_0);
-            for (var q = 0u; q < 4u; q++) {
-                for (var i = 0u; i < TM; i++) {
-                    for (var j = 0u; j < TN4; j++) {
-                        acc[i][j] = fma(vec4<f32>(av[i][q]), bv[q][j], acc[i][j]);
-                    }
-                }
-            }
-        } else {
-            for (var q = 0u; q < 4u; q++) {
-                let d = min(p4 * 4u + q, p.k - 1u);
-                let bv = load_b_row(base_b, d, col4_0);
-                // Depths past k read a clamped row; A is zero there, so they add nothing.
-                for (var i = 0u; i < TM; i++) {
-                    for (var j = 0u; j < TN4; j++) {
-                        acc[i][j] = fma(vec4<f32>(av[i][q]), bv[j], acc[i][j]);
-                    }
-                }
-            }
-        }
+        let bv = load_b(base_b, p4, bc_lo, bc_hi);
+        acc0 = rank4(acc0, av.r0, bv);
+        acc1 = rank4(acc1, av.r1, bv);
+        acc2 = rank4(acc2, av.r2, bv);
+        acc3 = rank4(acc3, av.r3, bv);
+        acc4 = rank4(acc4, av.r4, bv);
+        acc5 = rank4(acc5, av.r5, bv);
+        acc6 = rank4(acc6, av.r6, bv);
+        acc7 = rank4(acc7, av.r7, bv);
     }
 
-    let base_c = batch * p.stride_c;
-    for (var i = 0u; i < TM; i++) {
-        let row = row0 + i;
-        if (row >= p.m) { break; }
-        for (var j = 0u; j < TN4; j++) {
-            let col = (col4_0 + j * WX) * 4u;
-            for (var q = 0u; q < 4u; q++) {
-                if (col + q < p.n) {
-                    let idx = base_c + row * p.n + col + q;
-                    var v = p.alpha * acc[i][j][q];
-                    if (p.beta != 0.0) { v += p.beta * c[idx]; }
-                    c[idx] = v;
-                }
-            }
-        }
-    }
+    let base_c = wid.z * p.stride_c;
+    store_row(base_c, row0, c_lo, c_hi, acc0);
+    store_row(base_c, row0 + 1u, c_lo, c_hi, acc1);
+    store_row(base_c, row0 + 2u, c_lo, c_hi, acc2);
+    store_row(base_c, row0 + 3u, c_lo, c_hi, acc3);
+    store_row(base_c, row0 + 4u, c_lo, c_hi, acc4);
+    store_row(base_c, row0 + 5u, c_lo, c_hi, acc5);
+    store_row(base_c, row0 + 6u, c_lo, c_hi, acc6);
+    store_row(base_c, row0 + 7u, c_lo, c_hi, acc7);
 }

@@ -104,7 +104,7 @@ impl<'g> Step<'g> {
         gpu.check()?;
         let mut arena = Vec::new();
         let offsets: Vec<u64> = self.ops.iter().map(|op| gpu.uniforms.push(&mut arena, &op.params)).collect();
-        let uniforms = gpu.uniforms.upload(&gpu.device, &gpu.queue, &arena);
+        let (_arena_lock, uniforms) = gpu.uniforms.upload(&gpu.device, &gpu.queue, &arena);
 
         let bind_groups: Vec<wgpu::BindGroup> = self
             .ops

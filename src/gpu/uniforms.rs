@@ -1,10 +1,12 @@
 //! Uniform arena: WebGPU has no push constants, so each dispatch's small parameter struct is
 //! appended to one per-step byte arena, uploaded with a single `write_buffer` at submit.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 /// One growable uniform buffer shared by every step. Reusing it while an earlier step is still
-/// running is safe: `write_buffer` is ordered on the queue after the earlier submit.
+/// running is safe: `write_buffer` is ordered on the queue after the earlier submit. Between a
+/// step's upload and its submit the arena stays locked, so that steps submitted from several
+/// threads cannot overwrite each other's parameters.
 pub(crate) struct UniformArena {
     alignment: u64,
     buffer: Mutex<Option<wgpu::Buffer>>,
@@ -23,8 +25,9 @@ impl UniformArena {
         offset
     }
 
-    /// Uploads a step's arena and returns the buffer holding it (grown when too small).
-    pub(crate) fn upload(&self, device: &wgpu::Device, queue: &wgpu::Queue, arena: &[u8]) -> wgpu::Buffer {
+    /// Uploads a step's arena and returns the buffer holding it (grown when too small), with
+    /// the lock to hold until the step is submitted.
+    pub(crate) fn upload(&self, device: &wgpu::Device, queue: &wgpu::Queue, arena: &[u8]) -> (MutexGuard<'_, Option<wgpu::Buffer>>, wgpu::Buffer) {
         let needed = (arena.len() as u64).max(256).next_power_of_two();
         let mut slot = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let buffer = match slot.as_ref() {
@@ -43,6 +46,6 @@ impl UniformArena {
         if !arena.is_empty() {
             queue.write_buffer(&buffer, 0, arena);
         }
-        buffer
+        (slot, buffer)
     }
 }
