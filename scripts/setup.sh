@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing spectune needs, skipping what is already there:
+# Debian packages (lavapipe Vulkan, Chromium + ChromeDriver), the wasm32 target, wasm-bindgen-cli
+# at exactly Cargo.lock's wasm-bindgen version, and the npm dev dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pkg in mesa-vulkan-drivers chromium chromium-driver; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "missing Debian packages: ${need_apt[*]}; install them with: apt-get install -y ${need_apt[*]}" >&2; exit 1
+  fi
+  echo "setup: installing ${need_apt[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+
+rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+
+# The CLI must match the wasm-bindgen crate exactly, or the generated glue is refused.
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$have" != "$want" ]; then
+  echo "setup: installing wasm-bindgen-cli $want (found '${have:-none}')"
+  # --locked first; the registry mirror here lacks one locked transitive version
+  # (webpki-roots 1.0.11), so fall back to resolving the CLI's dependencies afresh.
+  cargo install --locked wasm-bindgen-cli --version "$want" || cargo install wasm-bindgen-cli --version "$want"
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi

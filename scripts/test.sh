@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test: shader validation and CPU references, native GPU kernels (whatever adapter
+# wgpu finds; lavapipe in CI), and the browser tests in headless Chromium. With CI=true a missing
+# GPU adapter or browser fails the run instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== native tests (cargo test) =="
+cargo test
+
+echo "== browser tests (wasm-bindgen-test in headless Chromium) =="
+export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+cargo test --target wasm32-unknown-unknown --test web

@@ -1,0 +1,70 @@
+//! Browser tests: the wasm build running matmul through WebGPU in headless Chromium.
+//! Run with `cargo test --target wasm32-unknown-unknown --test web` (scripts/test.sh does).
+#![cfg(target_arch = "wasm32")]
+
+use spectune::linalg::{self, Gemm};
+use spectune::reference::{self, assert_close, Rng};
+use spectune::{Error, Gpu, Step, Tensor};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The browser's GPU; built with CI=true, a missing adapter fails the test instead of skipping.
+async fn gpu() -> Option<Gpu> {
+    match Gpu::request().await {
+        Ok(gpu) => Some(gpu),
+        Err(e) if option_env!("CI") == Some("true") => panic!("CI=true but the browser gave no WebGPU adapter: {e}"),
+        Err(e) => {
+            web_sys::console::log_1(&format!("skipping browser GPU test: {e}").into());
+            None
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn matmul_in_the_browser_matches_reference() {
+    let Some(gpu) = gpu().await else { return };
+    let mut rng = Rng::new(3);
+    for (m, n, k, ta, tb) in [(1, 1, 1, false, false), (17, 33, 65, false, false), (17, 33, 65, true, true), (64, 3, 130, false, true)] {
+        let (ha, hb) = (rng.vec_f32(m * k), rng.vec_f32(k * n));
+        let a = Tensor::from_slice(&gpu, &if ta { [k, m] } else { [m, k] }, &ha).unwrap();
+        let b = Tensor::from_slice(&gpu, &if tb { [n, k] } else { [k, n] }, &hb).unwrap();
+        let c = Tensor::zeros(&gpu, &[m, n]).unwrap();
+        let mut step = Step::new(&gpu, "browser");
+        linalg::gemm(&mut step, &Gemm::default().trans_a(ta).trans_b(tb), &a, &b, &c).unwrap();
+        step.submit().unwrap();
+        let got = c.to_vec(&gpu).await.unwrap();
+        let want = reference::gemm(1, m, n, k, 1.0, &ha, ta, false, &hb, tb, false, 0.0, &[]);
+        // Same tolerance as the native tests: f32 accumulation over k terms.
+        assert_close(&format!("browser gemm {m}x{n}x{k}"), &got, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
+    }
+}
+
+#[wasm_bindgen_test]
+async fn js_api_matmul_and_errors() {
+    use spectune::web::JsGpu;
+    if gpu().await.is_none() {
+        return;
+    }
+    let gpu = JsGpu::request().await.unwrap();
+    let a = gpu.tensor(&[1., 2., 3., 4., 5., 6.], vec![2, 3]).unwrap();
+    let b = gpu.tensor(&[1., 1., 1.], vec![3, 1]).unwrap();
+    let c = gpu.matmul(&a, &b).unwrap();
+    assert_eq!(c.shape(), vec![2, 1]);
+    let values = wasm_bindgen_futures::JsFuture::from(c.read()).await.unwrap();
+    assert_eq!(js_sys::Float32Array::from(values).to_vec(), vec![6., 15.]);
+
+    // A shape mismatch is a JS Error naming the problem, not a panic.
+    let err = gpu.matmul(&a, &a).err().expect("2x3 · 2x3 must be refused");
+    let msg = js_sys::Error::from(err).message().as_string().unwrap();
+    assert!(msg.contains("inner dimensions differ"), "{msg}");
+    let err = gpu.tensor(&[1., 2., 3.], vec![2, 2]).err().expect("3 values for a 2x2 tensor must be refused");
+    assert!(js_sys::Error::from(err).message().as_string().unwrap().contains("do not fill shape"));
+}
+
+#[wasm_bindgen_test]
+async fn lost_device_is_an_error() {
+    let Some(gpu) = gpu().await else { return };
+    gpu.destroy();
+    assert!(matches!(Tensor::zeros(&gpu, &[4]), Err(Error::DeviceLost(_))));
+}
