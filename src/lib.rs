@@ -10,11 +10,13 @@
 //!
 //! ```no_run
 //! # async fn demo() -> spectune::Result<()> {
-//! use spectune::{linalg, Gpu, Tensor};
+//! use spectune::{linalg, Gpu, Step, Tensor};
 //! let gpu = Gpu::request().await?;
 //! let a = Tensor::from_slice(&gpu, &[2, 3], &[1., 2., 3., 4., 5., 6.])?;
 //! let b = Tensor::from_slice(&gpu, &[3, 1], &[1., 1., 1.])?;
-//! let c = linalg::matmul(&gpu, &a, &b)?;
+//! let mut step = Step::new(&gpu, "demo"); // many dispatches, one submit
+//! let c = linalg::matmul(&mut step, &a, &b)?;
+//! step.submit()?;
 //! assert_eq!(c.to_vec(&gpu).await?, vec![6., 15.]);
 //! # Ok(()) }
 //! ```
