@@ -21,6 +21,9 @@
 //! # Ok(()) }
 //! ```
 
+// On wasm32 wgpu's handles are not Send; the Arcs still share them within the one thread.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod error;
 pub mod gpu;
 pub mod linalg;

@@ -115,7 +115,9 @@ pub fn compare(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Comparison {
         if w != 0.0 {
             cmp.max_rel = cmp.max_rel.max(diff / w.abs());
         }
-        if !(diff <= atol + rtol * w.abs()) && cmp.first_bad.is_none() {
+        // NaN fails too: it is not within any tolerance.
+        let within = diff <= atol + rtol * w.abs();
+        if !within && cmp.first_bad.is_none() {
             cmp.first_bad = Some(i);
         }
     }

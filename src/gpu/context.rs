@@ -167,7 +167,7 @@ impl Gpu {
 
     /// Checks that a buffer of `bytes` fits this device, naming `what` if not.
     pub(crate) fn check_buffer_size(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
-        let binding = u64::from(self.limits.max_storage_buffer_binding_size);
+        let binding = self.limits.max_storage_buffer_binding_size;
         let (limit, limit_name) = if self.limits.max_buffer_size < binding {
             (self.limits.max_buffer_size, "maxBufferSize")
         } else {

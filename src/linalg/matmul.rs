@@ -177,8 +177,8 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         Some(_) => {
             let a_cols = *a.shape().last().unwrap_or(&0);
             let b_cols = *b.shape().last().unwrap_or(&0);
-            padded_a = (a_cols % 4 != 0).then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4))).transpose()?;
-            padded_b = (b_cols % 4 != 0).then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4))).transpose()?;
+            padded_a = (!a_cols.is_multiple_of(4)).then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4))).transpose()?;
+            padded_b = (!b_cols.is_multiple_of(4)).then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4))).transpose()?;
             (padded_a.as_ref().unwrap_or(a), padded_b.as_ref().unwrap_or(b))
         }
         None => (a, b),

@@ -34,7 +34,7 @@ fn reduce_rows(step: &mut Step, entry: &'static str, x: &Tensor, rows: usize, co
 
 fn last_dim(x: &Tensor) -> (usize, usize) {
     let cols = x.shape().last().copied().unwrap_or(1);
-    (if cols == 0 { 0 } else { x.len() / cols }, cols)
+    (x.len().checked_div(cols).unwrap_or(0), cols)
 }
 
 /// Records the sum of each row (last dimension) of X; returns a tensor of X's row count.
