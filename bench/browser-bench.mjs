@@ -39,6 +39,10 @@ function parseArgs(argv) {
 }
 
 const fmt = (x, digits = 2) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
+/** spectune's gpu.info as one line; wgpu's browser backend leaves name and driver empty. */
+const adapterLine = (i = {}) =>
+  `adapter: ${i.name || "(no name)"} | backend ${i.backend ?? "?"} | type ${i.deviceType ?? "?"} | ` +
+  `driver ${i.driver || "(none)"} | software ${i.isSoftware ?? "?"}`;
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : "–");
 
 function withTimeout(promise, ms, what) {
@@ -97,10 +101,7 @@ async function compare(page, opts) {
 
   const g = (r, lib) => r[lib]?.gflops ?? NaN;
   const out = [];
-  const s = infos.spectune ?? {};
-  out.push(
-    `adapter: ${s.name ?? "?"} | backend ${s.backend ?? "?"} | type ${s.deviceType ?? "?"} | driver ${s.driver ?? "?"} | software ${s.isSoftware ?? "?"}`,
-  );
+  out.push(adapterLine(infos.spectune));
   if (infos["jax-js"]) out.push(`jax-js: ${JSON.stringify(infos["jax-js"])}`);
   if (infos["tfjs-webgpu"]) out.push(`tfjs: ${JSON.stringify(infos["tfjs-webgpu"])}`);
   out.push("");
@@ -141,7 +142,7 @@ async function tune(page, n, opts) {
     results.push({ kernel, r: await cell(page, "spectune", n, { targetMs: opts.targetMs, kernel }) });
   }
   const name = (k) => (k === undefined ? "default" : k === "naive" ? "naive" : `${k.wx}×${k.wy}`);
-  const out = [`adapter: ${info.name} | backend ${info.backend} | type ${info.deviceType} | driver ${info.driver} | software ${info.isSoftware}`, ""];
+  const out = [adapterLine(info), ""];
   out.push(`| kernel (wx×wy) | GFLOP/s at ${n}³ | ms / product | max err |`);
   out.push("|---|---:|---:|---:|");
   for (const { kernel, r } of results) {

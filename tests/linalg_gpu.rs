@@ -107,6 +107,10 @@ fn matmul_shape_errors_are_named() {
     let a3 = Tensor::zeros(gpu, &[2, 2, 3]).unwrap();
     let b3 = Tensor::zeros(gpu, &[3, 3, 5]).unwrap();
     assert!(linalg::matmul(&mut step, &a3, &b3).unwrap_err().to_string().contains("batch"));
+    let too_big = Gemm::default().kernel(MatmulKernel::Tiled(TileConfig { wx: 64, wy: 64 }));
+    let c = Tensor::zeros(gpu, &[2, 2]).unwrap();
+    let sq = Tensor::zeros(gpu, &[2, 2]).unwrap();
+    assert!(linalg::gemm(&mut step, &too_big, &sq, &sq, &c).unwrap_err().to_string().contains("workgroup"));
     assert!(step.is_empty(), "a refused op records nothing");
 }
 

@@ -103,16 +103,13 @@ async function main() {
     await init();
     gpu = await Gpu.request();
   } catch (err) {
-    const hint = navigator.gpu
-      ? ""
-      : " This browser does not expose WebGPU (navigator.gpu is missing): try a recent Chrome or Edge, or enable WebGPU.";
-    setState("adapter", "error", `No GPU: ${err.message ?? err}.${hint}`);
+    // Gpu.request() already explains what is missing (no navigator.gpu, no adapter, …).
+    setState("adapter", "error", `No GPU: ${err.message ?? err}`);
     setState("check", "error", "Skipped: no GPU.");
     setState("bench", "error", "Skipped: no GPU.");
     return;
   }
-  const info = gpu.info;
-  showAdapter(info);
+  showAdapter(gpu.info);
   setState("adapter", "ok", "WebGPU device ready.");
 
   try {

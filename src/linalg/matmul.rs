@@ -202,6 +202,7 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
     };
     let op = match tile {
         Some(t) => {
+            check_workgroup(gpu.limits(), t)?;
             defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
             let kernel = gpu.kernel(&shaders::MATMUL, "matmul", defines);
             let groups = [d.n.div_ceil(t.block_cols() as usize) as u64, d.m.div_ceil(t.block_rows() as usize) as u64, d.batch as u64];
@@ -214,6 +215,21 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         }
     };
     step.push(op);
+    Ok(())
+}
+
+/// Refuses a workgroup the device cannot run, before a pipeline is built for it.
+fn check_workgroup(limits: &wgpu::Limits, t: TileConfig) -> Result<()> {
+    let invocations = t.wx.saturating_mul(t.wy);
+    if t.wx == 0 || t.wy == 0 || t.wx > limits.max_compute_workgroup_size_x || t.wy > limits.max_compute_workgroup_size_y || invocations > limits.max_compute_invocations_per_workgroup {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            detail: format!(
+                "a {}x{} workgroup does not fit this GPU (at most {}x{} and {} invocations)",
+                t.wx, t.wy, limits.max_compute_workgroup_size_x, limits.max_compute_workgroup_size_y, limits.max_compute_invocations_per_workgroup
+            ),
+        });
+    }
     Ok(())
 }
 
