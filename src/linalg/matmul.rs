@@ -169,6 +169,9 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         MatmulKernel::Tiled(t) => Some(t),
         MatmulKernel::Auto => Some(TileConfig::for_adapter(gpu.info())),
     };
+    if let Some(t) = tile {
+        check_workgroup(gpu.limits(), t)?;
+    }
     // The tiled kernel reads A and B as vec4 rows: pad a stored row length that is not a
     // multiple of 4 (rare in models; common for the SVD's r + p columns).
     let padded_a;
@@ -202,7 +205,6 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
     };
     let op = match tile {
         Some(t) => {
-            check_workgroup(gpu.limits(), t)?;
             defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
             let kernel = gpu.kernel(&shaders::MATMUL, "matmul", defines);
             let groups = [d.n.div_ceil(t.block_cols() as usize) as u64, d.m.div_ceil(t.block_rows() as usize) as u64, d.batch as u64];
