@@ -14,3 +14,7 @@ cargo test
 echo "== browser tests (wasm-bindgen-test in headless Chromium) =="
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
 cargo test --target wasm32-unknown-unknown --test web
+
+echo "== demo page end to end (node --test, playwright-core driving Debian's chromium) =="
+bash scripts/build-pkg.sh
+node --test tests/e2e/
