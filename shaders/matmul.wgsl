@@ -1,10 +1,10 @@
 // Matmul family: C = alpha * op(A) * op(B) + beta * C, batched, register-blocked, vec4 loads.
 //
-// Each invocation computes an 8 x 8 block of C held in registers (8 rows of two vec4s), so per
-// four depths it loads 8 + 8 vec4s for 256 FMAs. No workgroup memory: on CPU adapters
+// Each invocation computes an 8 x 16 block of C held in registers (8 rows of four vec4s), so per
+// four depths it loads 8 + 16 vec4s for 512 FMAs. No workgroup memory: on CPU adapters
 // (lavapipe, SwiftShader) invocations are SIMD lanes and barriers are costly, and the blocks are
 // written out by hand because those compilers keep dynamically indexed arrays in memory.
-// Adjacent invocations own adjacent vec4 columns (an invocation's second vec4 is WX further on),
+// Adjacent invocations own adjacent vec4 columns (an invocation's vec4 columns are WX apart),
 // so a row of invocations reads contiguous memory.
 //
 // Layouts: op(A) is m x k, stored (m, k) or, with TRANS_A, (k, m); op(B) is k x n, stored (k, n)
@@ -36,13 +36,23 @@ const WY: u32 = {{WY}}u;
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
 
-// Eight columns of one row: vec4 columns col4 and col4 + WX.
+// Sixteen columns of one row: vec4 columns col4, col4 + WX, col4 + 2 WX, col4 + 3 WX.
 struct Row {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
 }
 
-// op(B) at four consecutive depths, for this invocation's eight columns.
+// The invocation's four vec4 columns (clamped for loads; stores check n).
+struct Cols {
+    c0: u32,
+    c1: u32,
+    c2: u32,
+    c3: u32,
+}
+
+// op(B) at four consecutive depths, for this invocation's sixteen columns.
 struct Depths4 {
     d0: Row,
     d1: Row,
@@ -56,18 +66,15 @@ struct Rows8 {
     r4: vec4<f32>, r5: vec4<f32>, r6: vec4<f32>, r7: vec4<f32>,
 }
 
+// acc + a * b, one depth
+fn axpy_row(acc: Row, a: f32, b: Row) -> Row {
+    let s = vec4<f32>(a);
+    return Row(fma(s, b.c0, acc.c0), fma(s, b.c1, acc.c1), fma(s, b.c2, acc.c2), fma(s, b.c3, acc.c3));
+}
+
 // acc += a[0] * b.d0 + a[1] * b.d1 + a[2] * b.d2 + a[3] * b.d3
 fn rank4(acc: Row, a4: vec4<f32>, b4: Depths4) -> Row {
-    var r = acc;
-    r.lo = fma(vec4<f32>(a4.x), b4.d0.lo, r.lo);
-    r.hi = fma(vec4<f32>(a4.x), b4.d0.hi, r.hi);
-    r.lo = fma(vec4<f32>(a4.y), b4.d1.lo, r.lo);
-    r.hi = fma(vec4<f32>(a4.y), b4.d1.hi, r.hi);
-    r.lo = fma(vec4<f32>(a4.z), b4.d2.lo, r.lo);
-    r.hi = fma(vec4<f32>(a4.z), b4.d2.hi, r.hi);
-    r.lo = fma(vec4<f32>(a4.w), b4.d3.lo, r.lo);
-    r.hi = fma(vec4<f32>(a4.w), b4.d3.hi, r.hi);
-    return r;
+    return axpy_row(axpy_row(axpy_row(axpy_row(acc, a4.x, b4.d0), a4.y, b4.d1), a4.z, b4.d2), a4.w, b4.d3);
 }
 
 fn a_row(base: u32, row: u32, p4: u32) -> vec4<f32> {
@@ -96,10 +103,10 @@ fn load_a(base: u32, row0: u32, p4: u32) -> Rows8 {
                  vec4(y0.x, y1.x, y2.x, y3.x), vec4(y0.y, y1.y, y2.y, y3.y), vec4(y0.z, y1.z, y2.z, y3.z), vec4(y0.w, y1.w, y2.w, y3.w));
 }
 
-// Not TRANS_B: op(B) row d (clamped; A is zero past k), vec4 columns c_lo and c_hi.
-fn b_row(base: u32, d: u32, c_lo: u32, c_hi: u32) -> Row {
+// Not TRANS_B: op(B) row d (clamped; A is zero past k) at the invocation's vec4 columns.
+fn b_row(base: u32, d: u32, c: Cols) -> Row {
     let o = base + min(d, p.k - 1u) * (p.ldb / 4u);
-    return Row(b[o + c_lo], b[o + c_hi]);
+    return Row(b[o + c.c0], b[o + c.c1], b[o + c.c2], b[o + c.c3]);
 }
 
 // TRANS_B: four depths of op(B) column col, stored contiguously in B's row col.
@@ -107,19 +114,24 @@ fn b_col(base: u32, col: u32, p4: u32) -> vec4<f32> {
     return b[base + min(col, p.n - 1u) * (p.ldb / 4u) + p4];
 }
 
-fn load_b(base: u32, p4: u32, c_lo: u32, c_hi: u32) -> Depths4 {
+// TRANS_B: the 4 x 4 block of op(B) at depths 4*p4.. and vec4 column col4, as four depth rows.
+fn b_block(base: u32, p4: u32, col4: u32) -> mat4x4<f32> {
+    // Column q of the matrix holds op(B)[4*p4 .. +4, 4*col4 + q]; its transpose has the depths as columns.
+    return transpose(mat4x4<f32>(b_col(base, col4 * 4u, p4), b_col(base, col4 * 4u + 1u, p4),
+                                 b_col(base, col4 * 4u + 2u, p4), b_col(base, col4 * 4u + 3u, p4)));
+}
+
+fn load_b(base: u32, p4: u32, c: Cols) -> Depths4 {
     if (!TRANS_B) {
         let d = p4 * 4u;
-        return Depths4(b_row(base, d, c_lo, c_hi), b_row(base, d + 1u, c_lo, c_hi), b_row(base, d + 2u, c_lo, c_hi), b_row(base, d + 3u, c_lo, c_hi));
+        return Depths4(b_row(base, d, c), b_row(base, d + 1u, c), b_row(base, d + 2u, c), b_row(base, d + 3u, c));
     }
-    let l0 = b_col(base, c_lo * 4u, p4);      let h0 = b_col(base, c_hi * 4u, p4);
-    let l1 = b_col(base, c_lo * 4u + 1u, p4); let h1 = b_col(base, c_hi * 4u + 1u, p4);
-    let l2 = b_col(base, c_lo * 4u + 2u, p4); let h2 = b_col(base, c_hi * 4u + 2u, p4);
-    let l3 = b_col(base, c_lo * 4u + 3u, p4); let h3 = b_col(base, c_hi * 4u + 3u, p4);
-    return Depths4(Row(vec4(l0.x, l1.x, l2.x, l3.x), vec4(h0.x, h1.x, h2.x, h3.x)),
-                   Row(vec4(l0.y, l1.y, l2.y, l3.y), vec4(h0.y, h1.y, h2.y, h3.y)),
-                   Row(vec4(l0.z, l1.z, l2.z, l3.z), vec4(h0.z, h1.z, h2.z, h3.z)),
-                   Row(vec4(l0.w, l1.w, l2.w, l3.w), vec4(h0.w, h1.w, h2.w, h3.w)));
+    let m0 = b_block(base, p4, c.c0);
+    let m1 = b_block(base, p4, c.c1);
+    let m2 = b_block(base, p4, c.c2);
+    let m3 = b_block(base, p4, c.c3);
+    return Depths4(Row(m0[0], m1[0], m2[0], m3[0]), Row(m0[1], m1[1], m2[1], m3[1]),
+                   Row(m0[2], m1[2], m2[2], m3[2]), Row(m0[3], m1[3], m2[3], m3[3]));
 }
 
 // C[row, 4*col4 .. +4] = alpha * acc + beta * C, for the columns inside n.
@@ -136,29 +148,30 @@ fn store4(base: u32, row: u32, col4: u32, acc: vec4<f32>) {
     }
 }
 
-fn store_row(base: u32, row: u32, c_lo: u32, c_hi: u32, acc: Row) {
-    store4(base, row, c_lo, acc.lo);
-    store4(base, row, c_hi, acc.hi);
+fn store_row(base: u32, row: u32, c: Cols, acc: Row) {
+    store4(base, row, c.c0, acc.c0);
+    store4(base, row, c.c1, acc.c1);
+    store4(base, row, c.c2, acc.c2);
+    store4(base, row, c.c3, acc.c3);
 }
 
 @compute @workgroup_size(WX, WY, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let row0 = (wid.y * WY + lid.y) * 8u;
-    let c_lo = wid.x * WX * 2u + lid.x; // vec4 column
-    let c_hi = c_lo + WX;
+    let c0 = wid.x * WX * 4u + lid.x; // vec4 column
+    let cols = Cols(c0, c0 + WX, c0 + 2u * WX, c0 + 3u * WX);
     let n4 = (p.n + 3u) / 4u;
-    let bc_lo = min(c_lo, n4 - 1u);    // clamped for loads; stores check n
-    let bc_hi = min(c_hi, n4 - 1u);
+    let load_cols = Cols(min(cols.c0, n4 - 1u), min(cols.c1, n4 - 1u), min(cols.c2, n4 - 1u), min(cols.c3, n4 - 1u));
     let base_a = wid.z * p.stride_a / 4u;
     let base_b = wid.z * p.stride_b / 4u;
 
-    let zero = Row(vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = Row(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var acc0 = zero; var acc1 = zero; var acc2 = zero; var acc3 = zero;
     var acc4 = zero; var acc5 = zero; var acc6 = zero; var acc7 = zero;
     let k4 = (p.k + 3u) / 4u;
     for (var p4 = 0u; p4 < k4; p4++) {
         let av = load_a(base_a, row0, p4);
-        let bv = load_b(base_b, p4, bc_lo, bc_hi);
+        let bv = load_b(base_b, p4, load_cols);
         acc0 = rank4(acc0, av.r0, bv);
         acc1 = rank4(acc1, av.r1, bv);
         acc2 = rank4(acc2, av.r2, bv);
@@ -170,12 +183,12 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     }
 
     let base_c = wid.z * p.stride_c;
-    store_row(base_c, row0, c_lo, c_hi, acc0);
-    store_row(base_c, row0 + 1u, c_lo, c_hi, acc1);
-    store_row(base_c, row0 + 2u, c_lo, c_hi, acc2);
-    store_row(base_c, row0 + 3u, c_lo, c_hi, acc3);
-    store_row(base_c, row0 + 4u, c_lo, c_hi, acc4);
-    store_row(base_c, row0 + 5u, c_lo, c_hi, acc5);
-    store_row(base_c, row0 + 6u, c_lo, c_hi, acc6);
-    store_row(base_c, row0 + 7u, c_lo, c_hi, acc7);
+    store_row(base_c, row0, cols, acc0);
+    store_row(base_c, row0 + 1u, cols, acc1);
+    store_row(base_c, row0 + 2u, cols, acc2);
+    store_row(base_c, row0 + 3u, cols, acc3);
+    store_row(base_c, row0 + 4u, cols, acc4);
+    store_row(base_c, row0 + 5u, cols, acc5);
+    store_row(base_c, row0 + 6u, cols, acc6);
+    store_row(base_c, row0 + 7u, cols, acc7);
 }

@@ -24,7 +24,7 @@ struct MatmulParams {
     _pad: u32,
 }
 
-/// The workgroup of the tiled kernel: `wx × wy` invocations, each computing an 8 × 8 block of C.
+/// The workgroup of the tiled kernel: `wx × wy` invocations, each computing an 8 × 16 block of C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TileConfig {
     pub wx: u32,
@@ -32,28 +32,30 @@ pub struct TileConfig {
 }
 
 /// Rows and columns of C per invocation, fixed by `matmul.wgsl`.
-const BLOCK: u32 = 8;
+const BLOCK_ROWS: u32 = 8;
+const BLOCK_COLS: u32 = 16;
 
 impl TileConfig {
     /// Rows of C per workgroup.
     pub fn block_rows(&self) -> u32 {
-        self.wy * BLOCK
+        self.wy * BLOCK_ROWS
     }
 
     /// Columns of C per workgroup.
     pub fn block_cols(&self) -> u32 {
-        self.wx * BLOCK
+        self.wx * BLOCK_COLS
     }
 
     /// The workgroup tuned for this adapter (see the benchmark table in the README).
     pub fn for_adapter(info: &AdapterInfo) -> TileConfig {
         if info.is_software() {
-            // Measured on lavapipe (2 cores), GFLOP/s at 512³ / 1024³ / 2048³: 16x4 26/25/17,
-            // 16x8 24/26/19, 16x16 17/27/22. Taller groups share B's panel across more rows
-            // (it matters once the panel leaves L2), but leave too few groups for small sizes.
-            TileConfig { wx: 16, wy: 8 }
+            // Measured on lavapipe (2 cores), GFLOP/s at 512³ / 1024³ / 2048³: 8x4 31/30/25,
+            // 8x8 31/30/30, 16x8 31/28/28, 4x8 22/21/18. Taller groups share B's panel across
+            // more rows, which matters once it leaves L2. On Chromium's SwiftShader every shape
+            // from 4x1 to 32x8 gives 5.6–6.5 at 1024³ (`node bench/browser-bench.mjs --tune`).
+            TileConfig { wx: 8, wy: 8 }
         } else {
-            // 128 invocations, a 128 x 64 block of C per workgroup: a common sweet spot on GPUs.
+            // 128 invocations, a 64 x 256 block of C per workgroup. Not yet measured on a real GPU.
             TileConfig { wx: 16, wy: 8 }
         }
     }
