@@ -40,6 +40,22 @@ pub enum Error {
     #[error("{op} needs {count} workgroups in one dimension, over this GPU's limit of {max}")]
     TooManyWorkgroups { op: &'static str, count: u64, max: u32 },
 
+    /// A rank outside 1..=min(m, n).
+    #[error("rank {rank} is not possible for a {m}×{n} matrix: it must be between 1 and {max}")]
+    InvalidRank { rank: usize, m: usize, n: usize, max: usize },
+
+    /// A matrix with no rows or no columns where one is needed.
+    #[error("{what} is empty (shape {shape:?})")]
+    EmptyMatrix { what: String, shape: Vec<usize> },
+
+    /// NaN or Inf where finite values are needed.
+    #[error("{0}")]
+    NonFinite(String),
+
+    /// A numerical method failed to converge.
+    #[error("{0}")]
+    Numerical(String),
+
     /// Reading a buffer back to the host failed.
     #[error("reading a result back from the GPU failed: {0}")]
     Readback(String),

@@ -27,10 +27,11 @@
 pub mod error;
 pub mod gpu;
 pub mod linalg;
+pub mod random;
 pub mod reference;
 pub mod shaders;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
 pub use error::{Error, Result};
-pub use gpu::{AdapterInfo, Gpu, KernelOp, Step, Tensor};
+pub use gpu::{read_many, AdapterInfo, Gpu, KernelOp, Step, Tensor};

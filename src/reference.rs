@@ -1,40 +1,7 @@
 //! CPU references the GPU kernels are tested against: plain f64 loops, written for clarity,
-//! plus a seeded generator and the one comparison helper every test uses.
+//! plus the one comparison helper every test uses.
 
-/// A small seeded generator (SplitMix64): reproducible test data without a dependency.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-
-    /// `n` values uniform in [-1, 1), as f32.
-    pub fn vec_f32(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| (2.0 * self.uniform() - 1.0) as f32).collect()
-    }
-}
+pub use crate::random::Rng;
 
 /// C = α·op(A)·op(B) + β·C in f64, batched like `linalg::gemm`: A is (batch_a, m, k) or, with
 /// `trans_a`, (batch_a, k, m); B is (batch_b, k, n) or (batch_b, n, k); batch 1 broadcasts.
@@ -135,4 +102,91 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
             got[i], want[i], cmp.max_abs, cmp.max_rel
         );
     }
+}
+
+/// The full thin SVD of W (m×n, row-major f32) in f64 with faer: (U m×k, σ, V n×k), k = min(m, n),
+/// row-major, singular values largest first.
+pub fn svd(m: usize, n: usize, w: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mat = faer::Mat::from_fn(m, n, |i, j| w[i * n + j] as f64);
+    let svd = mat.thin_svd().expect("faer's SVD converges on finite input");
+    let k = m.min(n);
+    let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
+    let u = (0..m).flat_map(|i| (0..k).map(move |j| u[(i, j)])).collect();
+    let v = (0..n).flat_map(|i| (0..k).map(move |j| v[(i, j)])).collect();
+    (u, (0..k).map(|j| s[j]).collect(), v)
+}
+
+/// Accuracy of a truncated SVD against the exact one (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SvdAccuracy {
+    /// max_i |σ̃_i − σ_i| / σ_i over the top r; singular values that are zero to f32 precision
+    /// (below 1e-6·σ₁) compare absolutely, relative to σ₁.
+    pub sigma_rel_err: f64,
+    /// Largest principal angle between span(Ũ) and span(U_r), radians, over the columns whose
+    /// σ is not zero (the rest of a rank-deficient W's basis is arbitrary).
+    pub angle_u: f64,
+    /// Same for V.
+    pub angle_v: f64,
+    /// ‖W − Ũ S̃ Ṽᵀ‖_F / ‖W − W_r‖_F (1 is optimal); when W_r = W to f32 precision,
+    /// ‖W − Ũ S̃ Ṽᵀ‖_F / ‖W‖_F instead.
+    pub residual_ratio: f64,
+}
+
+/// Largest principal angle between the column spans of orthonormal A (rows×r, exact, row-major
+/// with `a_cols` columns of which the first r are used) and B (rows×r): asin ‖(I − A Aᵀ) B‖₂.
+/// Only the first `used` columns of both are compared.
+fn max_principal_angle(rows: usize, r: usize, used: usize, a: &[f64], a_cols: usize, b: &[f32]) -> f64 {
+    let mut resid = faer::Mat::from_fn(rows, used, |i, j| b[i * r + j] as f64);
+    for j in 0..used {
+        for c in 0..used {
+            let dot: f64 = (0..rows).map(|i| a[i * a_cols + c] * b[i * r + j] as f64).sum();
+            for i in 0..rows {
+                resid[(i, j)] -= a[i * a_cols + c] * dot;
+            }
+        }
+    }
+    let sigma_max = resid.singular_values().map(|s| s.first().copied().unwrap_or(0.0)).unwrap_or(f64::NAN);
+    sigma_max.min(1.0).asin()
+}
+
+/// Measures a truncated SVD (u m×r, s, v n×r, row-major) of W (m×n) against faer's f64 SVD.
+pub fn svd_accuracy(m: usize, n: usize, w: &[f32], u: &[f32], s: &[f32], v: &[f32]) -> SvdAccuracy {
+    let r = s.len();
+    let (u_ref, s_ref, v_ref) = svd(m, n, w);
+    let k = m.min(n);
+    let zero = 1e-6 * s_ref[0];
+    let used = (0..r).take_while(|&i| s_ref[i] > zero).count();
+    let sigma_rel_err = (0..r).map(|i| (s[i] as f64 - s_ref[i]).abs() / if s_ref[i] > zero { s_ref[i] } else { s_ref[0] }).fold(0.0, f64::max);
+    let mut resid2 = 0.0;
+    for i in 0..m {
+        for j in 0..n {
+            let approx: f64 = (0..r).map(|c| u[i * r + c] as f64 * s[c] as f64 * v[j * r + c] as f64).sum();
+            resid2 += (w[i * n + j] as f64 - approx).powi(2);
+        }
+    }
+    let tail2: f64 = s_ref[r..].iter().map(|x| x * x).sum();
+    let total2: f64 = s_ref.iter().map(|x| x * x).sum();
+    SvdAccuracy {
+        sigma_rel_err,
+        angle_u: max_principal_angle(m, r, used, &u_ref, k, u),
+        angle_v: max_principal_angle(n, r, used, &v_ref, k, v),
+        residual_ratio: if tail2 > 1e-12 * total2 { (resid2 / tail2).sqrt() } else { (resid2 / total2).sqrt() },
+    }
+}
+
+/// A random m×n matrix with the given singular values (random orthonormal factors from
+/// Householder QR of Gaussian matrices), as row-major f32.
+pub fn matrix_with_spectrum(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec<f32> {
+    let k = sigma.len();
+    assert!(k <= m.min(n), "{k} singular values for a {m}×{n} matrix");
+    let mut rng = Rng::new(seed);
+    let mut orthonormal = |rows: usize| faer::Mat::from_fn(rows, k, |_, _| rng.normal()).qr().compute_thin_Q();
+    let (u, v) = (orthonormal(m), orthonormal(n));
+    let mut w = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            w[i * n + j] = (0..k).map(|c| u[(i, c)] * sigma[c] * v[(j, c)]).sum::<f64>() as f32;
+        }
+    }
+    w
 }

@@ -13,7 +13,7 @@ pub(crate) mod web;
 pub use context::{AdapterInfo, Gpu};
 pub use kernels::{Defines, Shader};
 pub use step::{KernelOp, Step};
-pub use tensor::Tensor;
+pub use tensor::{read_many, Tensor};
 
 impl Gpu {
     /// (storage buffers ever created, bytes idle in the pool): for leak checks.

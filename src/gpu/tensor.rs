@@ -104,34 +104,54 @@ impl Tensor {
     /// Downloads the values (row-major). Async on both targets: natively it polls the device,
     /// on the web it awaits `mapAsync`.
     pub async fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        gpu.check()?;
-        if self.is_empty() {
-            return Ok(Vec::new());
-        }
-        let bytes = self.len() as u64 * 4;
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        encoder.copy_buffer_to_buffer(self.buffer(), 0, &staging, 0, bytes);
-        gpu.queue.submit([encoder.finish()]);
-
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        gpu.poll_wait()?;
-        let mapped = rx.await.map_err(|_| Error::Readback("the map callback was dropped".into()))?;
-        gpu.check()?;
-        mapped.map_err(|e| Error::Readback(e.to_string()))?;
-        let values = {
-            let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
-            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-        };
-        staging.unmap();
-        Ok(values)
+        let mut all = read_many(gpu, &[self]).await?;
+        Ok(all.pop().unwrap_or_default())
     }
+}
+
+/// Downloads several tensors with one copy submit and one map: one host round trip however many
+/// tensors (the batched SVD reads a whole model's Gram matrices this way).
+pub async fn read_many(gpu: &Gpu, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+    gpu.check()?;
+    let offsets: Vec<u64> = tensors
+        .iter()
+        .scan(0u64, |at, t| {
+            let here = *at;
+            *at += t.len() as u64 * 4;
+            Some(here)
+        })
+        .collect();
+    let total: u64 = tensors.iter().map(|t| t.len() as u64 * 4).sum();
+    if total == 0 {
+        return Ok(tensors.iter().map(|_| Vec::new()).collect());
+    }
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: total,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+    for (t, &offset) in tensors.iter().zip(&offsets) {
+        if !t.is_empty() {
+            encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging, offset, t.len() as u64 * 4);
+        }
+    }
+    gpu.queue.submit([encoder.finish()]);
+
+    let (tx, rx) = futures_channel::oneshot::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    gpu.poll_wait()?;
+    let mapped = rx.await.map_err(|_| Error::Readback("the map callback was dropped".into()))?;
+    gpu.check()?;
+    mapped.map_err(|e| Error::Readback(e.to_string()))?;
+    let values = {
+        let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+        let all = bytemuck::cast_slice::<u8, f32>(&view);
+        tensors.iter().zip(&offsets).map(|(t, &o)| all[o as usize / 4..o as usize / 4 + t.len()].to_vec()).collect()
+    };
+    staging.unmap();
+    Ok(values)
 }

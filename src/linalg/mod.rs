@@ -6,11 +6,14 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod reduce;
+mod small;
+mod svd;
 
 pub use elementwise::{add, axpby, axpy, scale};
 pub use layout::{pad_rows, transpose};
 pub use matmul::{gemm, matmul, matmul_variants, Gemm, MatmulKernel, TileConfig};
 pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
+pub use svd::{svd_truncated, svd_truncated_batch, Svd, SvdOptions, SvdStats};
 
 /// (batch, rows, cols) of a 2D or 3D tensor.
 pub(crate) fn as_batched(op: &'static str, name: &str, shape: &[usize]) -> crate::Result<(usize, usize, usize)> {
