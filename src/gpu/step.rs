@@ -77,6 +77,11 @@ impl<'g> Step<'g> {
         Step { gpu, label: label.into(), ops: Vec::new() }
     }
 
+    /// The device this step records for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
     /// Appends one dispatch.
     pub fn push(&mut self, op: KernelOp) {
         self.ops.push(op);

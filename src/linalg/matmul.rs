@@ -61,10 +61,32 @@ impl TileConfig {
     }
 }
 
+impl TileConfig {
+    /// The adapter's tile reshaped for a skinny C (m×n): the SVD's products have n or m = ℓ ≈ 18,
+    /// where a 64×128 block would leave most invocations idle. Halves the short side's
+    /// invocations while half of them still cover it, doubling the other side to keep the count.
+    pub fn for_shape(info: &AdapterInfo, m: usize, n: usize) -> TileConfig {
+        let mut t = TileConfig::for_adapter(info);
+        while t.wx > 1 && n <= (t.block_cols() / 2) as usize {
+            t.wx /= 2;
+            if (t.block_rows() as usize) < m {
+                t.wy *= 2;
+            }
+        }
+        while t.wy > 1 && m <= (t.block_rows() / 2) as usize {
+            t.wy /= 2;
+            if (t.block_cols() as usize) < n {
+                t.wx *= 2;
+            }
+        }
+        t
+    }
+}
+
 /// Which kernel runs a product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MatmulKernel {
-    /// The tiled kernel with the adapter's tuned tile.
+    /// The tiled kernel with the adapter's tuned tile, reshaped for skinny products.
     #[default]
     Auto,
     /// The tiled kernel with a given tile.
@@ -169,7 +191,7 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
     let tile = match g.kernel {
         MatmulKernel::Naive => None,
         MatmulKernel::Tiled(t) => Some(t),
-        MatmulKernel::Auto => Some(TileConfig::for_adapter(gpu.info())),
+        MatmulKernel::Auto => Some(TileConfig::for_shape(gpu.info(), d.m, d.n)),
     };
     if let Some(t) = tile {
         check_workgroup(gpu.limits(), t)?;

@@ -18,7 +18,8 @@ use crate::random::Rng;
 /// Options of [`svd_truncated`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SvdOptions {
-    /// Extra columns p beyond the rank (block ℓ = min(r + p, m, n)).
+    /// Extra columns p beyond the rank (block ℓ = min(r + p, m, n), r + p rounded up to a
+    /// multiple of 4).
     pub oversample: usize,
     /// Power (subspace) iterations q: more for flat spectra.
     pub power_iters: usize,
@@ -74,7 +75,9 @@ fn check(ws: &[&Tensor], rank: usize, opts: &SvdOptions) -> Result<Vec<Dims>> {
             if rank == 0 || rank > max {
                 return Err(Error::InvalidRank { rank, m, n, max });
             }
-            Ok(Dims { m, n, l: (rank + opts.oversample).min(max) })
+            // ℓ rounded up to a multiple of 4 (a little more oversampling, never less accurate):
+            // the kernels read rows as vec4s, and ℓ-wide operands then need no padding copies.
+            Ok(Dims { m, n, l: (rank + opts.oversample).next_multiple_of(4).min(max) })
         })
         .collect()
 }
@@ -114,24 +117,24 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
         gemm(&mut step, &plain, w, &omega, &y)?;
         ys.push(y);
     }
-    submit(step, &mut stats)?;
-    let mut qs = orth(gpu, ys, &mut stats, true).await?;
+    let (mut qs, mut step) = orth(gpu, step, ys, &mut stats, true).await?;
 
     for _ in 0..opts.power_iters {
-        let zs = products(gpu, "svd: Wᵀ Q", ws, &qs, &wt, |d| [d.n, d.l], &dims, &mut stats)?;
-        let zs = orth(gpu, zs, &mut stats, false).await?;
-        let ys = products(gpu, "svd: W Z", ws, &zs, &plain, |d| [d.m, d.l], &dims, &mut stats)?;
-        qs = orth(gpu, ys, &mut stats, false).await?;
+        let zs = products(&mut step, ws, &qs, &wt, |d| [d.n, d.l], &dims)?;
+        let (zs, next) = orth(gpu, step, zs, &mut stats, false).await?;
+        step = next;
+        let ys = products(&mut step, ws, &zs, &plain, |d| [d.m, d.l], &dims)?;
+        (qs, step) = orth(gpu, step, ys, &mut stats, false).await?;
     }
 
     // B = Qᵀ W (ℓ×n), its SVD on the host.
-    let mut step = Step::new(gpu, "svd: Qᵀ W");
     let mut bs = Vec::with_capacity(ws.len());
     for ((w, q), d) in ws.iter().zip(&qs).zip(&dims) {
         let b = Tensor::uninit(gpu, &[d.l, d.n])?;
         gemm(&mut step, &wt, q, w, &b)?;
         bs.push(b);
     }
+    // (`step` also holds the last orth()'s Y·R⁻¹ products.)
     submit(step, &mut stats)?;
     let bs = read(gpu, &bs, &mut stats).await?;
     let mut smalls = Vec::with_capacity(ws.len());
@@ -172,26 +175,14 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
     Ok((out, stats))
 }
 
-/// Records out_i = op(W_i)·X_i for every matrix into one step and submits it.
-#[allow(clippy::too_many_arguments)]
-fn products(
-    gpu: &Gpu,
-    label: &str,
-    ws: &[&Tensor],
-    xs: &[Tensor],
-    g: &Gemm,
-    shape: impl Fn(&Dims) -> [usize; 2],
-    dims: &[Dims],
-    stats: &mut SvdStats,
-) -> Result<Vec<Tensor>> {
-    let mut step = Step::new(gpu, label);
+/// Records out_i = op(W_i)·X_i for every matrix into `step`.
+fn products(step: &mut Step, ws: &[&Tensor], xs: &[Tensor], g: &Gemm, shape: impl Fn(&Dims) -> [usize; 2], dims: &[Dims]) -> Result<Vec<Tensor>> {
     let mut out = Vec::with_capacity(ws.len());
     for ((w, x), d) in ws.iter().zip(xs).zip(dims) {
-        let y = Tensor::uninit(gpu, &shape(d))?;
-        gemm(&mut step, g, w, x, &y)?;
+        let y = Tensor::uninit(step.gpu(), &shape(d))?;
+        gemm(step, g, w, x, &y)?;
         out.push(y);
     }
-    submit(step, stats)?;
     Ok(out)
 }
 
@@ -206,12 +197,13 @@ async fn read(gpu: &Gpu, tensors: &[Tensor], stats: &mut SvdStats) -> Result<Vec
 }
 
 /// orth() of every Y (rows×ℓ): CholeskyQR2, Householder on the host where Cholesky fails.
-/// On the first call a non-finite Gram can only come from NaN/Inf in W (or overflow), so it is
-/// reported as such.
-async fn orth(gpu: &Gpu, mut ys: Vec<Tensor>, stats: &mut SvdStats, first: bool) -> Result<Vec<Tensor>> {
+/// `step` holds the pending ops that produce the Ys; the Gram products join it, so each pass
+/// costs one submit and one read. Returns the Qs and a step holding the last Y·R⁻¹ products,
+/// still pending, for the caller's next products to join. On the first call a non-finite Gram
+/// can only come from NaN/Inf in W (or overflow), so it is reported as such.
+async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut ys: Vec<Tensor>, stats: &mut SvdStats, first: bool) -> Result<(Vec<Tensor>, Step<'g>)> {
     let mut done = vec![false; ys.len()];
     for _pass in 0..2 {
-        let mut step = Step::new(gpu, "orth: YᵀY");
         let mut grams = Vec::with_capacity(ys.len());
         for y in &ys {
             let l = y.shape()[1];
@@ -222,7 +214,7 @@ async fn orth(gpu: &Gpu, mut ys: Vec<Tensor>, stats: &mut SvdStats, first: bool)
         submit(step, stats)?;
         let grams = read(gpu, &grams, stats).await?;
 
-        let mut step = Step::new(gpu, "orth: Y R⁻¹");
+        step = Step::new(gpu, "svd: Y R⁻¹ and what follows");
         for (i, gram) in grams.iter().enumerate() {
             if done[i] {
                 continue;
@@ -249,7 +241,6 @@ async fn orth(gpu: &Gpu, mut ys: Vec<Tensor>, stats: &mut SvdStats, first: bool)
                 }
             }
         }
-        submit(step, stats)?;
     }
-    Ok(ys)
+    Ok((ys, step))
 }
