@@ -68,3 +68,44 @@ async fn lost_device_is_an_error() {
     gpu.destroy();
     assert!(matches!(Tensor::zeros(&gpu, &[4]), Err(Error::DeviceLost(_))));
 }
+
+#[wasm_bindgen_test]
+async fn svd_in_the_browser_matches_faer() {
+    use spectune::linalg::{svd_truncated, SvdOptions};
+    use spectune::reference::{matrix_with_spectrum, svd_accuracy};
+    let Some(gpu) = gpu().await else { return };
+    let (m, n, r) = (96, 64, 8);
+    let sigma: Vec<f64> = (0..64).map(|i| 0.8f64.powi(i)).collect();
+    let w = matrix_with_spectrum(m, n, &sigma, 1);
+    let t = Tensor::from_slice(&gpu, &[m, n], &w).unwrap();
+    let svd = svd_truncated(&gpu, &t, r, &SvdOptions::default()).await.unwrap();
+    let (u, v) = (svd.u.to_vec(&gpu).await.unwrap(), svd.v.to_vec(&gpu).await.unwrap());
+    let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
+    // Same bounds as the native tests for a spectrum with gaps.
+    assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3 && acc.residual_ratio <= 1.001, "{acc:?}");
+}
+
+#[wasm_bindgen_test]
+async fn js_api_svd_and_its_errors() {
+    use spectune::web::JsGpu;
+    use wasm_bindgen::JsCast;
+    if gpu().await.is_none() {
+        return;
+    }
+    let gpu = JsGpu::request().await.unwrap();
+    let values: Vec<f32> = (0..12 * 8).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect();
+    let w = gpu.tensor(&values, vec![12, 8]).unwrap();
+    let promise: js_sys::Promise = gpu.svd(&w, 3, None).unchecked_into();
+    let result = wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+    let s = js_sys::Float32Array::from(js_sys::Reflect::get(&result, &"s".into()).unwrap()).to_vec();
+    assert_eq!(s.len(), 3);
+    assert!(s[0] >= s[1] && s[1] >= s[2] && s[2] > 0.0, "{s:?}");
+    let batch: js_sys::Promise = gpu.svd_batch(vec![gpu.tensor(&values, vec![12, 8]).unwrap(), gpu.tensor(&values, vec![8, 12]).unwrap()], 2, None).unchecked_into();
+    let batch = js_sys::Array::from(&wasm_bindgen_futures::JsFuture::from(batch).await.unwrap());
+    assert_eq!(batch.length(), 2);
+
+    let bad: js_sys::Promise = gpu.svd(&w, 9, None).unchecked_into();
+    let err = wasm_bindgen_futures::JsFuture::from(bad).await.expect_err("rank 9 of a 12×8 matrix must be refused");
+    let msg = js_sys::Error::from(err).message().as_string().unwrap();
+    assert!(msg.contains("rank 9") && msg.contains("between 1 and 8"), "{msg}");
+}

@@ -8,7 +8,7 @@ use js_sys::{Float32Array, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::linalg::{self, Gemm, MatmulKernel, TileConfig};
+use crate::linalg::{self, Gemm, MatmulKernel, Svd, SvdOptions, TileConfig};
 use crate::{Error, Step};
 
 #[wasm_bindgen(start)]
@@ -30,6 +30,10 @@ export interface GemmOptions {
   /** Kernel override for benchmarks and tuning: "naive", or a workgroup of wx × wy invocations. */
   kernel?: "naive" | { wx: number; wy: number };
 }
+/** Options of `Gpu.svd`: oversampling p (default 10), power iterations q (default 2), seed (default 0). */
+export interface SvdOptions { oversample?: number; powerIters?: number; seed?: number }
+/** A truncated SVD W ≈ U diag(s) Vᵀ: U (m×r) and V (n×r) stay on the GPU. */
+export interface SvdResult { u: Tensor; s: Float32Array; v: Tensor }
 "#;
 
 /// A GPU device (WebGPU). Create one with `await Gpu.request()`.
@@ -51,6 +55,12 @@ extern "C" {
     pub type JsAdapterInfo;
     #[wasm_bindgen(typescript_type = "GemmOptions")]
     pub type JsGemmOptions;
+    #[wasm_bindgen(typescript_type = "SvdOptions")]
+    pub type JsSvdOptions;
+    #[wasm_bindgen(typescript_type = "Promise<SvdResult>")]
+    pub type JsSvdPromise;
+    #[wasm_bindgen(typescript_type = "Promise<SvdResult[]>")]
+    pub type JsSvdBatchPromise;
 }
 
 fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
@@ -81,6 +91,25 @@ fn gemm_options(options: Option<JsGemmOptions>) -> Gemm {
         }
     }
     g
+}
+
+fn svd_options(options: Option<JsSvdOptions>) -> SvdOptions {
+    let mut opts = SvdOptions::default();
+    if let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) {
+        let count = |key: &str, default: usize| get_f64(&o, key).filter(|v| *v >= 0.0).map_or(default, |v| v as usize);
+        opts.oversample = count("oversample", opts.oversample);
+        opts.power_iters = count("powerIters", opts.power_iters);
+        opts.seed = count("seed", 0) as u64;
+    }
+    opts
+}
+
+fn svd_to_js(svd: Svd, gpu: &Rc<crate::Gpu>) -> JsValue {
+    let obj = js_sys::Object::new();
+    set(&obj, "u", JsTensor { inner: Rc::new(svd.u), gpu: gpu.clone() });
+    set(&obj, "s", Float32Array::from(svd.s.as_slice()));
+    set(&obj, "v", JsTensor { inner: Rc::new(svd.v), gpu: gpu.clone() });
+    obj.into()
 }
 
 #[wasm_bindgen(js_class = Gpu)]
@@ -135,6 +164,32 @@ impl JsGpu {
             linalg::gemm(&mut step, &g, &a.inner, &b.inner, &c.inner).map_err(js_error)?;
         }
         step.submit().map_err(js_error)
+    }
+
+    /// Truncated SVD of W (m×n) to rank r by randomized subspace iteration:
+    /// resolves to `{u, s, v}` with W ≈ U diag(s) Vᵀ. Rejects with a named Error for a rank
+    /// outside 1..=min(m, n), NaN/Inf in W, or an empty or non-2D W.
+    pub fn svd(&self, w: &JsTensor, rank: u32, options: Option<JsSvdOptions>) -> JsSvdPromise {
+        let (gpu, w, opts) = (self.inner.clone(), w.inner.clone(), svd_options(options));
+        future_to_promise(async move {
+            let svd = linalg::svd_truncated(&gpu, &w, rank as usize, &opts).await.map_err(js_error)?;
+            Ok(svd_to_js(svd, &gpu))
+        })
+        .unchecked_into()
+    }
+
+    /// Truncated SVDs of many matrices (a whole model's layers) in one batched pass with a
+    /// fixed number of GPU round trips; resolves to one `{u, s, v}` per matrix.
+    #[wasm_bindgen(js_name = svdBatch)]
+    pub fn svd_batch(&self, ws: Vec<JsTensor>, rank: u32, options: Option<JsSvdOptions>) -> JsSvdBatchPromise {
+        let (gpu, opts) = (self.inner.clone(), svd_options(options));
+        let ws: Vec<Rc<crate::Tensor>> = ws.iter().map(|t| t.inner.clone()).collect();
+        future_to_promise(async move {
+            let refs: Vec<&crate::Tensor> = ws.iter().map(|t| t.as_ref()).collect();
+            let (svds, _) = linalg::svd_truncated_batch(&gpu, &refs, rank as usize, &opts).await.map_err(js_error)?;
+            Ok(svds.into_iter().map(|s| svd_to_js(s, &gpu)).collect::<js_sys::Array>().into())
+        })
+        .unchecked_into()
     }
 
     /// Resolves once all submitted work has finished.
