@@ -28,7 +28,9 @@ pub(crate) fn cholesky_r_inverse(gram: &[f32], l: usize) -> Option<Vec<f32>> {
     // Gram's rounding swamps the small directions and Y·R⁻¹ is noise there. diag(L) ratios
     // estimate 1/κ(Y); below 1e-3 (rank deficiency shows up as ~2e-4) take the stable fallback.
     let largest = (0..l).map(|i| lower[(i, i)]).fold(0.0f64, f64::max);
-    if (0..l).any(|i| !(lower[(i, i)] > 1e-3 * largest)) {
+    // (Written so that a NaN pivot fails too.)
+    let safe = |i: usize| lower[(i, i)] > 1e-3 * largest;
+    if !(0..l).all(safe) {
         return None;
     }
     // L⁻¹ by forward substitution; R⁻¹ = (Lᵀ)⁻¹ = (L⁻¹)ᵀ.

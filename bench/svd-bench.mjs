@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// Browser SVD benchmark: the tables of `cargo run --release --example bench_svd` (without the
+// faer column and the accuracy table), measured through the JS API in headless Chromium.
+// Prints markdown tables; it never asserts on timings (DESIGN.md §7).
+//
+//   npm run bench:svd              # builds pkg/, then runs everything (~2-5 min on SwiftShader)
+//   node bench/svd-bench.mjs       # the same, pkg/ already built
+//
+// Progress goes to stderr, the tables to stdout.
+
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { startServer } from "../scripts/serve.mjs";
+import { launchChromium, pipeConsole } from "./chromium.mjs";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const OPTS = { oversample: 10, powerIters: 2, seed: 0 }; // the Rust defaults, spelled out
+const SHAPES = [[384, 384], [384, 1536], [576, 1536], [2048, 2048]];
+const RANKS = [8, 32];
+// A cell that takes longer than this is reported as failed rather than hanging the run.
+const CELL_TIMEOUT_MS = 180_000;
+
+/** Port of svd_flops in examples/bench_svd.rs (DESIGN.md §4); keep the two in step. */
+function svdFlops(m, n, r, { oversample: p, powerIters: q }) {
+  // ℓ as svd_truncated takes it: r + p rounded up to a multiple of 4, at most min(m, n).
+  const l = Math.min(Math.ceil((r + p) / 4) * 4, m, n);
+  const products = (2 * q + 2) * 2 * m * n * l;
+  // Half the orth() calls are on m×ℓ matrices, half on n×ℓ (plus the first, on m×ℓ).
+  const orth = (rows) => 2 * (2 * rows * l * l + 2 * rows * l * l);
+  const orths = (q + 1) * orth(m) + q * orth(n);
+  return products + orths + 2 * 2 * m * l * r;
+}
+
+const fmt = (x, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "–");
+const adapterLine = (i = {}) =>
+  `adapter: ${i.name || "(no name)"} | backend ${i.backend ?? "?"} | type ${i.deviceType ?? "?"} | ` +
+  `driver ${i.driver || "(none)"} | software ${i.isSoftware ?? "?"}`;
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Runs window.svdBench[fn](...args) in the page; a failure becomes {error} so the tables still print. */
+async function call(page, label, fn, ...args) {
+  process.stderr.write(`  ${label} ... `);
+  const t0 = Date.now();
+  try {
+    const r = await withTimeout(
+      page.evaluate(([fn, args]) => window.svdBench[fn](...args), [fn, args]),
+      CELL_TIMEOUT_MS,
+      label,
+    );
+    process.stderr.write(`${JSON.stringify(r)} (${((Date.now() - t0) / 1000).toFixed(1)} s wall)\n`);
+    return r;
+  } catch (err) {
+    const error = String(err.message ?? err).split("\n")[0];
+    process.stderr.write(`FAILED: ${error}\n`);
+    return { error };
+  }
+}
+
+async function run(page) {
+  const info = await page.evaluate(() => window.svdBench.setup());
+  const gflops = await call(page, "matmul 1024³", "matmulRate");
+  // GFLOP/s = FLOP/ns, so FLOPs / (rate·1e6) is milliseconds.
+  const msAtRate = (flops) => flops / (gflops * 1e6);
+
+  const rows = [];
+  for (const [m, n] of SHAPES) {
+    for (const r of RANKS) {
+      const res = await call(page, `svd ${m}×${n} r=${r}`, "svdCell", m, n, r, OPTS);
+      rows.push({ m, n, r, res, flops: svdFlops(m, n, r, OPTS) });
+    }
+  }
+
+  // MiniLM-L6: 6 layers × (query, key, value, attention output 384×384; intermediate 1536×384;
+  // output 384×1536). The warm-up is one layer, which has every shape of the full batch.
+  const layer = [...Array(4).fill([384, 384]), [1536, 384], [384, 1536]];
+  const shapes = Array.from({ length: 6 }, () => layer).flat();
+  const b = await call(page, `svdBatch ×${shapes.length} r=8`, "batch", shapes, 8, OPTS, layer.length);
+  const batchFlops = shapes.reduce((sum, [m, n]) => sum + svdFlops(m, n, 8, OPTS), 0);
+
+  const out = [adapterLine(info)];
+  out.push(
+    `our matmul at 1024³: ${fmt(gflops)} GFLOP/s; defaults p = ${OPTS.oversample}, q = ${OPTS.powerIters}`,
+    "",
+    "| W | r | time (ms) | GFLOP | time ÷ (FLOPs at matmul rate) |",
+    "|---|---:|---:|---:|---:|",
+  );
+  for (const { m, n, r, res, flops } of rows) {
+    const runs = res.times ? ` (${res.times.length === 1 ? "1 run" : `median of ${res.times.length}`})` : "";
+    out.push(
+      `| ${m}×${n} | ${r} | ${res.error ? "failed" : fmt(res.ms) + runs} | ${fmt(flops / 1e9, 3)} | ` +
+        `${fmt(res.ms / msAtRate(flops), 2)}× |`,
+    );
+  }
+  out.push(
+    "",
+    `MiniLM-sized model, all ${shapes.length} projection matrices at r = 8, one svdBatch call: ` +
+      (b.error
+        ? `failed (${b.error})`
+        : `${fmt(b.ms, 0)} ms, ${fmt(batchFlops / 1e9, 3)} GFLOP (${fmt(b.ms / msAtRate(batchFlops), 2)}× the FLOPs at matmul rate)`),
+    "",
+    "Each time runs from the svd call until `await gpu.sync()` after it resolves (U, V on the GPU),",
+    "after one warm-up call per shape and rank.",
+  );
+  const failures = [...rows.map((x) => x.res), b].filter((x) => x.error).map((x) => x.error);
+  if (failures.length) out.push(`failures: ${failures.join("; ")}`);
+  console.log(out.join("\n"));
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(ROOT, "pkg", "spectune.js"))) {
+    throw new Error("pkg/spectune.js is missing: run `bash scripts/build-pkg.sh` (or `npm run bench:svd`)");
+  }
+  const server = await startServer(0);
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    pipeConsole(page, "[svd page]");
+    await page.goto(`${server.url}bench/svd-page.html`);
+    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    const hasGpu = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+    if (!hasGpu) throw new Error("this Chromium exposes no WebGPU adapter (see bench/chromium.mjs)");
+    const t0 = Date.now();
+    await run(page);
+    console.error(`done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(err.stack ?? String(err));
+  process.exit(1);
+});
