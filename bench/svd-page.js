@@ -1,7 +1,6 @@
-// Truncated SVD timing in the browser, the counterpart of examples/bench_svd.rs (tables 1 and 2).
-//
-// bench/svd-bench.mjs calls window.svdBench.* through page.evaluate one cell at a time. Matrices
-// are generated here rather than passed in: a 2048² matrix through page.evaluate is 16 MiB of JSON.
+// Truncated SVD timing in the browser, the counterpart of examples/bench_svd.rs (its first two
+// tables). bench/svd-bench.mjs calls window.svdBench.* through page.evaluate one cell at a time.
+// Matrices are generated here rather than passed in: a 2048² matrix is 16 MiB of JSON.
 //
 // A timed SVD ends at `await gpu.sync()` after the promise resolves: the promise resolves once
 // S is read back, but U and V may still be in flight; sync makes every call pay for all its work.
@@ -74,33 +73,32 @@ async function svdCell(m, n, rank, opts, { runs = 3, budgetMs = 30_000 } = {}) {
       release(svd, rank);
       return ms;
     };
-    const warm = await once();
-    if (warm * runs > budgetMs) runs = 1;
+    const warmMs = await once();
+    if (warmMs * runs > budgetMs) runs = 1;
     const times = [];
     for (let i = 0; i < runs; i++) times.push(await once());
     times.sort((a, b) => a - b);
-    return { ms: times[(times.length - 1) >> 1], times, warmMs: warm };
+    return { ms: times[(times.length - 1) >> 1], times, warmMs };
   } finally {
     w.free();
   }
 }
 
-/** One svdBatch over all `shapes` ([m, n] pairs); warm-up on the first `warmup` of them. */
+/** One svdBatch over all `shapes` ([m, n] pairs), after a warm-up on the first `warmup` of them. */
 async function batch(shapes, rank, opts, warmup) {
   await setup();
-  const ws = shapes.map(([m, n], i) => gpu.tensor(randomMatrix(m * n, i + 1), [m, n]));
-  try {
-    (await gpu.svdBatch(ws.slice(0, warmup), rank, opts)).forEach((s) => release(s, rank));
-    await gpu.sync();
-    const t0 = performance.now();
-    const svds = await gpu.svdBatch(ws, rank, opts);
-    await gpu.sync();
-    const ms = performance.now() - t0;
-    svds.forEach((s) => release(s, rank));
-    return { ms, count: svds.length };
-  } finally {
-    ws.forEach((t) => t.free());
-  }
+  // svdBatch takes a Vec<Tensor>, so wasm-bindgen moves the tensors into Rust: the JS objects
+  // are dead afterwards (neither reusable nor freeable). Hence a fresh upload for each call.
+  const upload = (list) => list.map(([m, n], i) => gpu.tensor(randomMatrix(m * n, i + 1), [m, n]));
+  (await gpu.svdBatch(upload(shapes.slice(0, warmup)), rank, opts)).forEach((s) => release(s, rank));
+  const ws = upload(shapes);
+  await gpu.sync(); // the uploads are not part of the SVD
+  const t0 = performance.now();
+  const svds = await gpu.svdBatch(ws, rank, opts);
+  await gpu.sync();
+  const ms = performance.now() - t0;
+  svds.forEach((s) => release(s, rank));
+  return { ms, count: svds.length };
 }
 
 window.svdBench = { setup, matmulRate, svdCell, batch };

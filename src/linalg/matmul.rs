@@ -62,24 +62,22 @@ impl TileConfig {
 }
 
 impl TileConfig {
-    /// The adapter's tile reshaped for a skinny C (m×n): the SVD's products have n or m = ℓ ≈ 18,
-    /// where a 64×128 block would leave most invocations idle. Halves the short side's
-    /// invocations while half of them still cover it, doubling the other side to keep the count.
+    /// The adapter's tile reshaped for a skinny C (m×n): the SVD's products have m or n = ℓ ≈ 20,
+    /// where a 64×128 block would leave most invocations idle. The short side gets just enough
+    /// invocations to cover it; the long side gets the rest of the adapter's invocation count.
     pub fn for_shape(info: &AdapterInfo, m: usize, n: usize) -> TileConfig {
-        let mut t = TileConfig::for_adapter(info);
-        while t.wx > 1 && n <= (t.block_cols() / 2) as usize {
-            t.wx /= 2;
-            if (t.block_rows() as usize) < m {
-                t.wy *= 2;
-            }
+        let t = TileConfig::for_adapter(info);
+        let count = t.wx * t.wy;
+        let (m, n) = (m.max(1) as u32, n.max(1) as u32);
+        if m < t.block_rows() {
+            let wy = m.div_ceil(BLOCK_ROWS);
+            TileConfig { wx: (count / wy).clamp(1, n.div_ceil(BLOCK_COLS)), wy }
+        } else if n < t.block_cols() {
+            let wx = n.div_ceil(BLOCK_COLS);
+            TileConfig { wx, wy: (count / wx).clamp(1, m.div_ceil(BLOCK_ROWS)) }
+        } else {
+            t
         }
-        while t.wy > 1 && m <= (t.block_rows() / 2) as usize {
-            t.wy /= 2;
-            if (t.block_cols() as usize) < n {
-                t.wx *= 2;
-            }
-        }
-        t
     }
 }
 
