@@ -88,7 +88,7 @@ async fn svd_in_the_browser_matches_faer() {
 #[wasm_bindgen_test]
 async fn js_api_svd_and_its_errors() {
     use spectune::web::JsGpu;
-    use wasm_bindgen::JsCast;
+    use wasm_bindgen::{JsCast, JsValue};
     if gpu().await.is_none() {
         return;
     }
@@ -100,9 +100,17 @@ async fn js_api_svd_and_its_errors() {
     let s = js_sys::Float32Array::from(js_sys::Reflect::get(&result, &"s".into()).unwrap()).to_vec();
     assert_eq!(s.len(), 3);
     assert!(s[0] >= s[1] && s[1] >= s[2] && s[2] > 0.0, "{s:?}");
-    let batch: js_sys::Promise = gpu.svd_batch(vec![gpu.tensor(&values, vec![12, 8]).unwrap(), gpu.tensor(&values, vec![8, 12]).unwrap()], 2, None).unchecked_into();
+    let wide = gpu.tensor(&values, vec![8, 12]).unwrap();
+    let (first, second) = (JsValue::from(w.clone()), JsValue::from(wide));
+    let list = js_sys::Array::of2(&first, &second);
+    let batch: js_sys::Promise = gpu.svd_batch(list, 2, None).unwrap().unchecked_into();
     let batch = js_sys::Array::from(&wasm_bindgen_futures::JsFuture::from(batch).await.unwrap());
     assert_eq!(batch.length(), 2);
+    // The caller's tensors are still theirs.
+    use wasm_bindgen::convert::TryFromJsValue;
+    assert_eq!(spectune::web::JsTensor::try_from_js_value(first).expect("still a live Tensor").shape(), vec![12, 8]);
+    let not_tensors = js_sys::Array::of1(&JsValue::from(3));
+    assert!(gpu.svd_batch(not_tensors, 2, None).is_err(), "a number is not a Tensor");
 
     let bad: js_sys::Promise = gpu.svd(&w, 9, None).unchecked_into();
     let err = wasm_bindgen_futures::JsFuture::from(bad).await.expect_err("rank 9 of a 12×8 matrix must be refused");

@@ -103,13 +103,13 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
     let dims = check(ws, rank, opts)?;
     let mut stats = SvdStats::default();
     let first_t = Gemm::default().trans_a(true);
+    let plain = Gemm::default();
+    let with_wt = Gemm::default().trans_b(true);
 
     // Q, Z and Y are kept transposed (ℓ×m, ℓ×n), and Wᵀ is stored once, so that every product
     // with W is a plain product with a wide ℓ-row output: the kernel's lanes then run along the
     // long side (measured 2× faster on lavapipe than tall m×ℓ outputs).
     let mut step = Step::new(gpu, "svd: Yᵀ = Ωᵀ Wᵀ");
-    let w_ts: Vec<Tensor> = ws.iter().map(|w| transpose(&mut step, w)).collect::<Result<_>>()?;
-    let w_ts: Vec<&Tensor> = w_ts.iter().collect();
     let mut omega_ts = Vec::with_capacity(ws.len());
     for d in &dims {
         // Each matrix draws Ω from the seed afresh, so a result does not depend on its batch.
@@ -117,19 +117,19 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
         let omega_t: Vec<f32> = (0..d.l * d.n).map(|_| rng.normal() as f32).collect();
         omega_ts.push(Tensor::from_slice(gpu, &[d.l, d.n], &omega_t)?);
     }
-    let yts = products(&mut step, &omega_ts.iter().collect::<Vec<_>>(), &w_ts, |d| [d.l, d.m], &dims)?;
+    let yts = products(&mut step, &with_wt, &omega_ts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?;
     let (mut qts, mut step) = orth(gpu, step, yts, &mut stats, true).await?;
 
     for _ in 0..opts.power_iters {
-        let zts = products(&mut step, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?; // Zᵀ = Qᵀ W
+        let zts = products(&mut step, &plain, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?; // Zᵀ = Qᵀ W
         let (zts, next) = orth(gpu, step, zts, &mut stats, false).await?;
         step = next;
-        let yts = products(&mut step, &zts.iter().collect::<Vec<_>>(), &w_ts, |d| [d.l, d.m], &dims)?; // Yᵀ = Zᵀ Wᵀ
+        let yts = products(&mut step, &with_wt, &zts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?; // Yᵀ = Zᵀ Wᵀ
         (qts, step) = orth(gpu, step, yts, &mut stats, false).await?;
     }
 
     // B = Qᵀ W (ℓ×n), its SVD on the host. (`step` also holds the last orth()'s products.)
-    let bs = products(&mut step, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?;
+    let bs = products(&mut step, &plain, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?;
     submit(step, &mut stats)?;
     let bs = read(gpu, &bs, &mut stats).await?;
     let mut smalls = Vec::with_capacity(ws.len());
@@ -173,12 +173,12 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
     Ok((out, stats))
 }
 
-/// Records out_i = A_i·B_i for every matrix into `step`, out_i of shape `shape(dims_i)`.
-fn products(step: &mut Step, lhs: &[&Tensor], rhs: &[&Tensor], shape: impl Fn(&Dims) -> [usize; 2], dims: &[Dims]) -> Result<Vec<Tensor>> {
+/// Records out_i = op(A_i)·op(B_i) for every matrix into `step`, out_i of shape `shape(dims_i)`.
+fn products(step: &mut Step, g: &Gemm, lhs: &[&Tensor], rhs: &[&Tensor], shape: impl Fn(&Dims) -> [usize; 2], dims: &[Dims]) -> Result<Vec<Tensor>> {
     let mut out = Vec::with_capacity(dims.len());
     for ((a, b), d) in lhs.iter().zip(rhs).zip(dims) {
         let c = Tensor::uninit(step.gpu(), &shape(d))?;
-        gemm(step, &Gemm::default(), a, b, &c)?;
+        gemm(step, g, a, b, &c)?;
         out.push(c);
     }
     Ok(out)

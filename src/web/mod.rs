@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use js_sys::{Float32Array, Promise};
+use wasm_bindgen::convert::TryFromJsValue;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -180,16 +181,30 @@ impl JsGpu {
 
     /// Truncated SVDs of many matrices (a whole model's layers) in one batched pass with a
     /// fixed number of GPU round trips; resolves to one `{u, s, v}` per matrix.
+    /// The tensors stay usable afterwards.
     #[wasm_bindgen(js_name = svdBatch)]
-    pub fn svd_batch(&self, ws: Vec<JsTensor>, rank: u32, options: Option<JsSvdOptions>) -> JsSvdBatchPromise {
+    pub fn svd_batch(&self, #[wasm_bindgen(unchecked_param_type = "Tensor[]")] ws: js_sys::Array, rank: u32, options: Option<JsSvdOptions>) -> Result<JsSvdBatchPromise, JsValue> {
         let (gpu, opts) = (self.inner.clone(), svd_options(options));
-        let ws: Vec<Rc<crate::Tensor>> = ws.iter().map(|t| t.inner.clone()).collect();
-        future_to_promise(async move {
+        // Taking `Vec<Tensor>` would make JS give the caller's tensors up; converting a handle
+        // from `clone()` instead leaves the caller's own.
+        let ws = ws
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let clone = js_sys::Reflect::get(&t, &"clone".into())
+                    .ok()
+                    .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+                    .and_then(|f| f.call0(&t).ok())
+                    .ok_or_else(|| JsValue::from(JsError::new(&format!("svdBatch: element {i} is not a Tensor"))))?;
+                JsTensor::try_from_js_value(clone).map(|t| t.inner).map_err(|_| JsError::new(&format!("svdBatch: element {i} is not a Tensor")).into())
+            })
+            .collect::<Result<Vec<_>, JsValue>>()?;
+        Ok(future_to_promise(async move {
             let refs: Vec<&crate::Tensor> = ws.iter().map(|t| t.as_ref()).collect();
             let (svds, _) = linalg::svd_truncated_batch(&gpu, &refs, rank as usize, &opts).await.map_err(js_error)?;
             Ok(svds.into_iter().map(|s| svd_to_js(s, &gpu)).collect::<js_sys::Array>().into())
         })
-        .unchecked_into()
+        .unchecked_into())
     }
 
     /// Resolves once all submitted work has finished.
@@ -213,6 +228,12 @@ impl JsTensor {
     #[wasm_bindgen(getter)]
     pub fn shape(&self) -> Vec<u32> {
         self.inner.shape().iter().map(|&d| d as u32).collect()
+    }
+
+    /// Another handle to the same GPU buffer (the buffer is freed when every handle is).
+    #[allow(clippy::should_implement_trait)]
+    pub fn clone(&self) -> JsTensor {
+        JsTensor { inner: self.inner.clone(), gpu: self.gpu.clone() }
     }
 
     /// Downloads the values (row-major).
