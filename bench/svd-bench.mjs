@@ -26,9 +26,10 @@ function svdFlops(m, n, r, { oversample: p, powerIters: q }) {
   // ℓ as svd_truncated takes it: r + p rounded up to a multiple of 4, at most min(m, n).
   const l = Math.min(Math.ceil((r + p) / 4) * 4, m, n);
   const products = (2 * q + 2) * 2 * m * n * l;
-  // Half the orth() calls are on m×ℓ matrices, half on n×ℓ (plus the first, on m×ℓ).
-  const orth = (rows) => 2 * (2 * rows * l * l + 2 * rows * l * l);
-  const orths = (q + 1) * orth(m) + q * orth(n);
+  // A CholeskyQR pass on rows×ℓ: the Gram and R⁻ᵀ·Yᵀ, 2·rows·ℓ² each. The q + 1 bases of
+  // W's column space take one pass each, the last one two; the q bases of its row space one.
+  const pass = (rows) => 4 * rows * l * l;
+  const orths = (q + 2) * pass(m) + q * pass(n);
   return products + orths + 2 * 2 * m * l * r;
 }
 

@@ -18,8 +18,8 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     pollster::block_on(f)
 }
 
-/// FLOPs of the algorithm on an m×n matrix (DESIGN.md §4): the 2q + 2 products with W, the Gram
-/// matrices and Y·R⁻¹ of 2(2q + 1) CholeskyQR passes, and the two Q·Ũ products.
+/// FLOPs of the algorithm on an m×n matrix (DESIGN.md §4): the 2q + 2 products with W, the
+/// CholeskyQR passes (q + 2 on m×ℓ bases, q on n×ℓ ones), and the two Q·Ũ products.
 fn svd_flops(m: usize, n: usize, r: usize, opts: &SvdOptions) -> f64 {
     let (m, n, r) = (m as f64, n as f64, r as f64);
     // ℓ as `svd_truncated` takes it: r + p rounded up to a multiple of 4, at most min(m, n).
@@ -27,9 +27,10 @@ fn svd_flops(m: usize, n: usize, r: usize, opts: &SvdOptions) -> f64 {
     let l = l.min(m.min(n));
     let q = opts.power_iters as f64;
     let products = (2.0 * q + 2.0) * 2.0 * m * n * l;
-    // Half the orth() calls are on m×ℓ matrices, half on n×ℓ (plus the first, on m×ℓ).
-    let orth = |rows: f64| 2.0 * (2.0 * rows * l * l + 2.0 * rows * l * l);
-    let orths = (q + 1.0) * orth(m) + q * orth(n);
+    // A pass: the Gram and R⁻ᵀ·Yᵀ, 2·rows·ℓ² each. The q + 1 bases of W's column space take one
+    // pass each, the last one two; the q bases of its row space one.
+    let pass = |rows: f64| 4.0 * rows * l * l;
+    let orths = (q + 2.0) * pass(m) + q * pass(n);
     products + orths + 2.0 * 2.0 * m * l * r
 }
 

@@ -6,8 +6,9 @@
 //!
 //! The products run as WGSL gemms; orth() is CholeskyQR2 (Gram on the GPU, its ℓ×ℓ Cholesky on
 //! the host in f64, Y·R⁻¹ on the GPU, twice) with Householder QR on the host as the stable
-//! fallback; the ℓ×n SVD runs on the host in f64. Many matrices go through in lockstep, so a
-//! whole model costs 2(2q+1) + 2 host round trips, not that many per matrix.
+//! fallback; the ℓ×n SVD runs on the host in f64. Intermediate bases get one CholeskyQR pass
+//! (their span is all that matters), the final Q two. Many matrices go through in lockstep, so
+//! a whole model costs 2q + 4 host round trips, not that many per matrix.
 
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
@@ -118,14 +119,18 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
         omega_ts.push(Tensor::from_slice(gpu, &[d.l, d.n], &omega_t)?);
     }
     let yts = products(&mut step, &with_wt, &omega_ts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?;
-    let (mut qts, mut step) = orth(gpu, step, yts, &mut stats, true).await?;
+    // Subspace iteration only needs each intermediate basis to span the right space, which one
+    // CholeskyQR pass gives; only the Q that B = QᵀW is formed with must be orthonormal to
+    // rounding, so only it gets the second pass.
+    let passes = |last: bool| if last { 2 } else { 1 };
+    let (mut qts, mut step) = orth(gpu, step, yts, &mut stats, true, passes(opts.power_iters == 0)).await?;
 
-    for _ in 0..opts.power_iters {
+    for iter in 0..opts.power_iters {
         let zts = products(&mut step, &plain, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?; // Zᵀ = Qᵀ W
-        let (zts, next) = orth(gpu, step, zts, &mut stats, false).await?;
+        let (zts, next) = orth(gpu, step, zts, &mut stats, false, 1).await?;
         step = next;
         let yts = products(&mut step, &with_wt, &zts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?; // Yᵀ = Zᵀ Wᵀ
-        (qts, step) = orth(gpu, step, yts, &mut stats, false).await?;
+        (qts, step) = orth(gpu, step, yts, &mut stats, false, passes(iter + 1 == opts.power_iters)).await?;
     }
 
     // B = Qᵀ W (ℓ×n), its SVD on the host. (`step` also holds the last orth()'s products.)
@@ -194,14 +199,14 @@ async fn read(gpu: &Gpu, tensors: &[Tensor], stats: &mut SvdStats) -> Result<Vec
     read_many(gpu, &tensors.iter().collect::<Vec<_>>()).await
 }
 
-/// orth() of every Yᵀ (ℓ×rows), returning Qᵀ: CholeskyQR2, Householder on the host where
-/// Cholesky fails. `step` holds the pending ops that produce the Yᵀs; the Gram products join it,
+/// orth() of every Yᵀ (ℓ×rows), returning Qᵀ: `passes` rounds of CholeskyQR (2: CholeskyQR2),
+/// Householder on the host where Cholesky fails. `step` holds the pending ops that produce the Yᵀs; the Gram products join it,
 /// so each pass costs one submit and one read. Returns the Qᵀs and a step holding the last
 /// R⁻ᵀ·Yᵀ products, still pending, for the caller's next products to join. On the first call a
 /// non-finite Gram can only come from NaN/Inf in W (or overflow), so it is reported as such.
-async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut yts: Vec<Tensor>, stats: &mut SvdStats, first: bool) -> Result<(Vec<Tensor>, Step<'g>)> {
+async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut yts: Vec<Tensor>, stats: &mut SvdStats, first: bool, passes: usize) -> Result<(Vec<Tensor>, Step<'g>)> {
     let mut done = vec![false; yts.len()];
-    for _pass in 0..2 {
+    for _pass in 0..passes {
         let mut grams = Vec::with_capacity(yts.len());
         for yt in &yts {
             let l = yt.shape()[0];
