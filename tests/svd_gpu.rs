@@ -171,3 +171,13 @@ fn bad_input_is_named() {
     let v = Tensor::zeros(gpu, &[5]).unwrap();
     assert!(matches!(block_on(svd_truncated(gpu, &v, 1, &opts)), Err(Error::ShapeMismatch { .. })));
 }
+
+#[test]
+fn wide_blocks() {
+    let Some(gpu) = gpu() else { return };
+    // r = 60: ℓ = 72, wider than the matmul's register block and any workgroup.
+    let (m, n, r) = (160, 100, 60);
+    let w = matrix_with_spectrum(m, n, &decay(100, |i| 0.9f64.powi(i as i32)), 8);
+    let (_, acc) = run(gpu, m, n, &w, r, SvdOptions::default());
+    assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001, "{acc:?}");
+}
