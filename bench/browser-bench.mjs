@@ -12,8 +12,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startServer } from "../scripts/serve.mjs";
-import { launchChromium, pipeConsole } from "./chromium.mjs";
+import { withBenchPage, withTimeout } from "./chromium.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const LIBS = ["spectune", "jax-js", "tfjs-webgpu"];
@@ -45,13 +44,6 @@ const adapterLine = (i = {}) =>
   `driver ${i.driver || "(none)"} | software ${i.isSoftware ?? "?"}`;
 const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : "–");
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Runs one cell in the page; failures become {error} so the table still prints. */
 async function cell(page, lib, n, options) {
@@ -167,24 +159,10 @@ async function main() {
   if (!fs.existsSync(path.join(ROOT, "pkg", "spectune.js"))) {
     throw new Error("pkg/spectune.js is missing: run `bash scripts/build-pkg.sh` (or `npm run bench`)");
   }
-  const server = await startServer(0);
-  const browser = await launchChromium();
-  try {
-    const page = await browser.newPage();
-    pipeConsole(page, "[bench page]");
-    await page.goto(`${server.url}bench/page.html`);
-    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
-    const hasGpu = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
-    if (!hasGpu) throw new Error("this Chromium exposes no WebGPU adapter (see bench/chromium.mjs)");
-
-    const t0 = Date.now();
+  await withBenchPage("bench/page.html", "bench page", async (page) => {
     if (opts.tune) await tune(page, opts.tune, opts);
     else await compare(page, opts);
-    console.error(`done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
+  });
 }
 
 main().catch((err) => {

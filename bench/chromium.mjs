@@ -69,3 +69,37 @@ export function pipeConsole(page, prefix = "[page]") {
   });
   page.on("pageerror", (err) => console.error(`${prefix} uncaught: ${err.stack ?? err}`));
 }
+
+/** Rejects with "<what>: timed out" if `promise` takes longer than `ms`. */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Serves the repo, opens `pagePath` (e.g. "bench/page.html") in Chromium, waits for the page's
+ * `window.benchReady`, checks that WebGPU has an adapter, runs `body(page)`, and always cleans
+ * up. The benchmark drivers share this so that they differ only in what they measure.
+ */
+export async function withBenchPage(pagePath, label, body) {
+  const { startServer } = await import("../scripts/serve.mjs");
+  const server = await startServer(0);
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    pipeConsole(page, `[${label}]`);
+    await page.goto(`${server.url}${pagePath}`);
+    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
+    const hasGpu = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+    if (!hasGpu) throw new Error("this Chromium exposes no WebGPU adapter (see bench/chromium.mjs)");
+    const t0 = Date.now();
+    await body(page);
+    console.error(`done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}

@@ -11,8 +11,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { startServer } from "../scripts/serve.mjs";
-import { launchChromium, pipeConsole } from "./chromium.mjs";
+import { withBenchPage, withTimeout } from "./chromium.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const OPTS = { oversample: 10, powerIters: 2, seed: 0 }; // the Rust defaults, spelled out
@@ -38,13 +37,6 @@ const adapterLine = (i = {}) =>
   `adapter: ${i.name || "(no name)"} | backend ${i.backend ?? "?"} | type ${i.deviceType ?? "?"} | ` +
   `driver ${i.driver || "(none)"} | software ${i.isSoftware ?? "?"}`;
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Runs window.svdBench[fn](...args) in the page; a failure becomes {error} so the tables still print. */
 async function call(page, label, fn, ...args) {
@@ -119,22 +111,9 @@ async function main() {
   if (!fs.existsSync(path.join(ROOT, "pkg", "spectune.js"))) {
     throw new Error("pkg/spectune.js is missing: run `bash scripts/build-pkg.sh` (or `npm run bench:svd`)");
   }
-  const server = await startServer(0);
-  const browser = await launchChromium();
-  try {
-    const page = await browser.newPage();
-    pipeConsole(page, "[svd page]");
-    await page.goto(`${server.url}bench/svd-page.html`);
-    await page.waitForFunction(() => window.benchReady === true, null, { timeout: 30_000 });
-    const hasGpu = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
-    if (!hasGpu) throw new Error("this Chromium exposes no WebGPU adapter (see bench/chromium.mjs)");
-    const t0 = Date.now();
+  await withBenchPage("bench/svd-page.html", "svd page", async (page) => {
     await run(page);
-    console.error(`done in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  } finally {
-    await browser.close();
-    await server.close();
-  }
+  });
 }
 
 main().catch((err) => {
