@@ -27,7 +27,8 @@ pub fn transpose(step: &mut Step, x: &Tensor) -> Result<Tensor> {
     }
     let params = LayoutParams { rows: to_u32("transpose", rows)?, cols: to_u32("transpose", cols)?, batch: to_u32("transpose", batch)?, ld_out: 0 };
     let kernel = step.gpu.kernel(&shaders::LAYOUT, "transpose", vec![]);
-    let groups = [cols.div_ceil(16) as u64, rows.div_ceil(16) as u64, batch as u64];
+    // 16×16 invocations, each moving a 4×4 block.
+    let groups = [cols.div_ceil(64) as u64, rows.div_ceil(64) as u64, batch as u64];
     step.push(KernelOp::new(step.gpu, "transpose", kernel, &params, &[(1, x), (2, &y)], groups)?);
     Ok(y)
 }
