@@ -33,7 +33,22 @@ fn time_cpu(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
         let start = Instant::now();
         // SAFETY: a, b, c are n×n row-major and live for the call.
         unsafe {
-            matrixmultiply::sgemm(n, n, n, 1.0, a.as_ptr(), n as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1);
+            matrixmultiply::sgemm(
+                n,
+                n,
+                n,
+                1.0,
+                a.as_ptr(),
+                n as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
         }
         start.elapsed().as_secs_f64()
     };
@@ -43,8 +58,15 @@ fn time_cpu(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> f64 {
 }
 
 fn main() -> spectune::Result<()> {
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![256, 512, 1024, 2048] } else { sizes };
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![256, 512, 1024, 2048]
+    } else {
+        sizes
+    };
     let gpu = pollster::block_on(Gpu::request())?;
     let tile = match std::env::var("SPECTUNE_TILE") {
         Ok(s) => {
@@ -53,8 +75,16 @@ fn main() -> spectune::Result<()> {
         }
         Err(_) => TileConfig::for_adapter(gpu.info()),
     };
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("adapter: {} ({}, {}); tile {:?}; CPU: matrixmultiply sgemm, {threads} threads\n", gpu.info().name, gpu.info().backend, gpu.info().device_type, tile);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "adapter: {} ({}, {}); tile {:?}; CPU: matrixmultiply sgemm, {threads} threads\n",
+        gpu.info().name,
+        gpu.info().backend,
+        gpu.info().device_type,
+        tile
+    );
     println!("| size | ours GFLOP/s | naive WGSL GFLOP/s | CPU sgemm GFLOP/s | ours / naive | ours / CPU |");
     println!("|---:|---:|---:|---:|---:|---:|");
     let mut rng = Rng::new(1);
@@ -64,17 +94,40 @@ fn main() -> spectune::Result<()> {
         let b = Tensor::from_slice(&gpu, &[n, n], &hb)?;
         let c = Tensor::zeros(&gpu, &[n, n])?;
         let flops = 2.0 * (n as f64).powi(3);
-        let ours = flops / time_gpu(&gpu, &Gemm::default().kernel(MatmulKernel::Tiled(tile)), &a, &b, &c)? / 1e9;
+        let ours = flops
+            / time_gpu(
+                &gpu,
+                &Gemm::default().kernel(MatmulKernel::Tiled(tile)),
+                &a,
+                &b,
+                &c,
+            )?
+            / 1e9;
         // The naive kernel takes seconds past 1024³ on a CPU adapter.
         let naive = if n <= 1024 || !gpu.info().is_software() {
-            Some(flops / time_gpu(&gpu, &Gemm::default().kernel(MatmulKernel::Naive), &a, &b, &c)? / 1e9)
+            Some(
+                flops
+                    / time_gpu(
+                        &gpu,
+                        &Gemm::default().kernel(MatmulKernel::Naive),
+                        &a,
+                        &b,
+                        &c,
+                    )?
+                    / 1e9,
+            )
         } else {
             None
         };
         let mut hc = vec![0.0; n * n];
         let cpu = flops / time_cpu(n, &ha, &hb, &mut hc) / 1e9;
         let fmt = |x: Option<f64>, d: usize| x.map_or("—".to_string(), |v| format!("{v:.d$}"));
-        println!("| {n}³ | {ours:.1} | {} | {cpu:.1} | {} | {:.2} |", fmt(naive, 1), fmt(naive.map(|v| ours / v), 1), ours / cpu);
+        println!(
+            "| {n}³ | {ours:.1} | {} | {cpu:.1} | {} | {:.2} |",
+            fmt(naive, 1),
+            fmt(naive.map(|v| ours / v), 1),
+            ours / cpu
+        );
     }
     Ok(())
 }

@@ -63,8 +63,15 @@ fn faer_full_svd_seconds(m: usize, n: usize, w: &[f32]) -> f64 {
 fn main() -> spectune::Result<()> {
     let gpu = block_on(Gpu::request())?;
     let rate = matmul_rate(&gpu)?;
-    println!("adapter: {} ({}); our matmul at 1024³: {:.1} GFLOP/s; defaults p = 10, q = 2\n", gpu.info().name, gpu.info().backend, rate / 1e9);
-    println!("| W | r | time (ms) | GFLOP | time ÷ (FLOPs at matmul rate) | faer f64 full SVD (ms) |");
+    println!(
+        "adapter: {} ({}); our matmul at 1024³: {:.1} GFLOP/s; defaults p = 10, q = 2\n",
+        gpu.info().name,
+        gpu.info().backend,
+        rate / 1e9
+    );
+    println!(
+        "| W | r | time (ms) | GFLOP | time ÷ (FLOPs at matmul rate) | faer f64 full SVD (ms) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     let opts = SvdOptions::default();
     for (m, n) in [(384, 384), (384, 1536), (576, 1536), (2048, 2048)] {
@@ -79,7 +86,12 @@ fn main() -> spectune::Result<()> {
             let secs = start.elapsed().as_secs_f64();
             drop(svd);
             let flops = svd_flops(m, n, r, &opts);
-            println!("| {m}×{n} | {r} | {:.1} | {:.3} | {:.2}× | {faer_ms:.0} |", secs * 1e3, flops / 1e9, secs / (flops / rate));
+            println!(
+                "| {m}×{n} | {r} | {:.1} | {:.3} | {:.2}× | {faer_ms:.0} |",
+                secs * 1e3,
+                flops / 1e9,
+                secs / (flops / rate)
+            );
         }
     }
 
@@ -90,7 +102,11 @@ fn main() -> spectune::Result<()> {
         shapes.extend([(384, 384); 4]);
         shapes.extend([(1536, 384), (384, 1536)]);
     }
-    let ws: Vec<Tensor> = shapes.iter().enumerate().map(|(i, &(m, n))| Tensor::from_slice(&gpu, &[m, n], &Rng::new(i as u64).vec_f32(m * n))).collect::<Result<_, _>>()?;
+    let ws: Vec<Tensor> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n))| Tensor::from_slice(&gpu, &[m, n], &Rng::new(i as u64).vec_f32(m * n)))
+        .collect::<Result<_, _>>()?;
     let refs: Vec<&Tensor> = ws.iter().collect();
     block_on(svd_truncated_batch(&gpu, &refs[..2], 8, &opts))?; // warm-up
     let start = Instant::now();
@@ -112,14 +128,29 @@ fn main() -> spectune::Result<()> {
     let sigma: Vec<f64> = (0..n).map(|i| 1.0 / ((i + 1) as f64).sqrt()).collect();
     let w = matrix_with_spectrum(m, n, &sigma, 3);
     let t = Tensor::from_slice(&gpu, &[m, n], &w)?;
-    println!("\nFlat spectrum σᵢ = i^-0.5, {m}×{n}, r = {r}, p = 10: accuracy against faer's f64 SVD\n");
-    println!("| q | max σ rel. error | max angle U (rad) | max angle V (rad) | ‖W − USVᵀ‖ / ‖W − W_r‖ |");
+    println!(
+        "\nFlat spectrum σᵢ = i^-0.5, {m}×{n}, r = {r}, p = 10: accuracy against faer's f64 SVD\n"
+    );
+    println!(
+        "| q | max σ rel. error | max angle U (rad) | max angle V (rad) | ‖W − USVᵀ‖ / ‖W − W_r‖ |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     for q in 0..=8 {
-        let svd = block_on(svd_truncated(&gpu, &t, r, &SvdOptions { power_iters: q, ..opts }))?;
+        let svd = block_on(svd_truncated(
+            &gpu,
+            &t,
+            r,
+            &SvdOptions {
+                power_iters: q,
+                ..opts
+            },
+        ))?;
         let (u, v) = (block_on(svd.u.to_vec(&gpu))?, block_on(svd.v.to_vec(&gpu))?);
         let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
-        println!("| {q} | {:.2e} | {:.2e} | {:.2e} | {:.6} |", acc.sigma_rel_err, acc.angle_u, acc.angle_v, acc.residual_ratio);
+        println!(
+            "| {q} | {:.2e} | {:.2e} | {:.2e} | {:.6} |",
+            acc.sigma_rel_err, acc.angle_u, acc.angle_v, acc.residual_ratio
+        );
     }
     Ok(())
 }

@@ -23,6 +23,14 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
+// out = x
+@compute @workgroup_size(WG, 1, 1)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    for (var i = gid.x; i < p.n; i += nwg.x * WG) {
+        out[i] = x[i];
+    }
+}
+
 // out = alpha * x + beta * y
 @compute @workgroup_size(WG, 1, 1)
 fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -30,19 +30,40 @@ pub enum Error {
 
     /// Host data of the wrong length for the shape it should fill.
     #[error("{what}: {len} values do not fill shape {shape:?} ({expected} values)")]
-    DataLength { what: &'static str, len: usize, shape: Vec<usize>, expected: usize },
+    DataLength {
+        what: &'static str,
+        len: usize,
+        shape: Vec<usize>,
+        expected: usize,
+    },
 
     /// A tensor needs a buffer larger than the device allows.
-    #[error("{what} needs a buffer of {bytes} bytes, over this GPU's {limit_name} of {limit} bytes")]
-    BufferTooLarge { what: String, bytes: u64, limit: u64, limit_name: &'static str },
+    #[error(
+        "{what} needs a buffer of {bytes} bytes, over this GPU's {limit_name} of {limit} bytes"
+    )]
+    BufferTooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
 
     /// A dispatch would need more workgroups than the device allows in one dimension.
     #[error("{op} needs {count} workgroups in one dimension, over this GPU's limit of {max}")]
-    TooManyWorkgroups { op: &'static str, count: u64, max: u32 },
+    TooManyWorkgroups {
+        op: &'static str,
+        count: u64,
+        max: u32,
+    },
 
     /// A rank outside 1..=min(m, n).
     #[error("rank {rank} is not possible for a {m}×{n} matrix: it must be between 1 and {max}")]
-    InvalidRank { rank: usize, m: usize, n: usize, max: usize },
+    InvalidRank {
+        rank: usize,
+        m: usize,
+        n: usize,
+        max: usize,
+    },
 
     /// A matrix with no rows or no columns where one is needed.
     #[error("{what} is empty (shape {shape:?})")]
@@ -55,6 +76,28 @@ pub enum Error {
     /// A numerical method failed to converge.
     #[error("{0}")]
     Numerical(String),
+
+    /// An adapter that cannot be built as asked (kind, rank, band, targets).
+    #[error("invalid adapter: {0}")]
+    InvalidAdapter(String),
+
+    /// An adapter (file) that does not belong to this base model: another weight, shape or target.
+    #[error("the adapter does not fit this model: {0}")]
+    AdapterMismatch(String),
+
+    /// A file written in a format version this build does not read.
+    #[error(
+        "{what} has format version {found}, but this build of spectune reads version {supported}"
+    )]
+    UnsupportedVersion {
+        what: &'static str,
+        found: String,
+        supported: u32,
+    },
+
+    /// A malformed file.
+    #[error("malformed {what}: {detail}")]
+    BadFile { what: &'static str, detail: String },
 
     /// Reading a buffer back to the host failed.
     #[error("reading a result back from the GPU failed: {0}")]

@@ -24,12 +24,15 @@
 // On wasm32 wgpu's handles are not Send; the Arcs still share them within the one thread.
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
+pub mod adapter;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod linalg;
 pub mod random;
 pub mod reference;
 pub mod shaders;
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

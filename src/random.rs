@@ -32,6 +32,8 @@ impl Rng {
 
     /// `n` values uniform in [-1, 1), as f32.
     pub fn vec_f32(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| (2.0 * self.uniform() - 1.0) as f32).collect()
+        (0..n)
+            .map(|_| (2.0 * self.uniform() - 1.0) as f32)
+            .collect()
     }
 }

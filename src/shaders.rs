@@ -5,7 +5,10 @@ use crate::gpu::Shader;
 
 macro_rules! shader {
     ($name:literal) => {
-        Shader { name: $name, source: include_str!(concat!("../shaders/", $name)) }
+        Shader {
+            name: $name,
+            source: include_str!(concat!("../shaders/", $name)),
+        }
     };
 }
 
@@ -20,8 +23,21 @@ pub const REDUCE: Shader = shader!("reduce.wgsl");
 /// Transpose and zero-padded row copies.
 pub const LAYOUT: Shader = shader!("layout.wgsl");
 
+/// AdamW over the flat parameter store, with gradient clipping.
+pub const ADAMW: Shader = shader!("adamw.wgsl");
+/// The spectral adapters' small kernels: column scaling, column dots, bias, rotations.
+pub const ADAPTER: Shader = shader!("adapter.wgsl");
+
 /// All shaders, for validation.
-pub const ALL: &[Shader] = &[MATMUL, MATMUL_NAIVE, ELEMENTWISE, REDUCE, LAYOUT];
+pub const ALL: &[Shader] = &[
+    MATMUL,
+    MATMUL_NAIVE,
+    ELEMENTWISE,
+    REDUCE,
+    LAYOUT,
+    ADAMW,
+    ADAPTER,
+];
 
 #[cfg(test)]
 mod tests {
@@ -30,10 +46,14 @@ mod tests {
 
     /// Parses and validates WGSL with naga, as the browser and wgpu would; no GPU needed.
     fn validate(label: &str, text: &str) {
-        let module = naga::front::wgsl::parse_str(text).unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(text)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-            .validate(&module)
+        let module = naga::front::wgsl::parse_str(text)
             .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(text)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(text)));
     }
 
     /// Every shader, with every define set the crate compiles it with.
@@ -46,13 +66,25 @@ mod tests {
             }
         }
         for shader in ALL {
-            assert!(variants.iter().any(|(s, _, _)| s == shader), "{} has no validated variant", shader.name);
+            assert!(
+                variants.iter().any(|(s, _, _)| s == shader),
+                "{} has no validated variant",
+                shader.name
+            );
         }
         for (shader, entry, defines) in &variants {
             let (text, missing) = preprocess(shader.source, defines);
-            assert!(missing.is_empty(), "{}: placeholders left unfilled: {missing:?}", shader.name);
+            assert!(
+                missing.is_empty(),
+                "{}: placeholders left unfilled: {missing:?}",
+                shader.name
+            );
             if !entry.is_empty() {
-                assert!(text.contains(&format!("fn {entry}(")), "{}: no entry point {entry}", shader.name);
+                assert!(
+                    text.contains(&format!("fn {entry}(")),
+                    "{}: no entry point {entry}",
+                    shader.name
+                );
             }
             validate(&format!("{} {defines:?}", shader.name), &text);
         }

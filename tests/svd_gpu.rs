@@ -43,16 +43,42 @@ fn gaussian_random() {
     let mut rng = Rng::new(5);
     let w: Vec<f32> = (0..200 * 150).map(|_| rng.normal() as f32).collect();
     let (_, acc) = run(gpu, 200, 150, &w, 10, SvdOptions::default());
-    assert!(acc.residual_ratio <= 1.05 && acc.sigma_rel_err <= 0.1, "{acc:?}"); // measured 1.007, 0.047
+    assert!(
+        acc.residual_ratio <= 1.05 && acc.sigma_rel_err <= 0.1,
+        "{acc:?}"
+    ); // measured 1.007, 0.047
 }
 
 #[test]
 fn flat_power_law_improves_with_power_iterations() {
     let Some(gpu) = gpu() else { return };
     let w = matrix_with_spectrum(300, 200, &decay(200, |i| 1.0 / ((i + 1) as f64).sqrt()), 2);
-    let accs: Vec<SvdAccuracy> = [0, 2, 8].iter().map(|&q| run(gpu, 300, 200, &w, 16, SvdOptions { power_iters: q, ..Default::default() }).1).collect();
-    assert!(accs[2].residual_ratio < accs[1].residual_ratio && accs[1].residual_ratio < accs[0].residual_ratio, "{accs:?}");
-    assert!(accs[2].residual_ratio <= 1.0001 && accs[2].sigma_rel_err <= 2e-3, "{accs:?}"); // measured 1.000008, 1.9e-4
+    let accs: Vec<SvdAccuracy> = [0, 2, 8]
+        .iter()
+        .map(|&q| {
+            run(
+                gpu,
+                300,
+                200,
+                &w,
+                16,
+                SvdOptions {
+                    power_iters: q,
+                    ..Default::default()
+                },
+            )
+            .1
+        })
+        .collect();
+    assert!(
+        accs[2].residual_ratio < accs[1].residual_ratio
+            && accs[1].residual_ratio < accs[0].residual_ratio,
+        "{accs:?}"
+    );
+    assert!(
+        accs[2].residual_ratio <= 1.0001 && accs[2].sigma_rel_err <= 2e-3,
+        "{accs:?}"
+    ); // measured 1.000008, 1.9e-4
 }
 
 #[test]
@@ -65,7 +91,13 @@ fn clustered_and_repeated_singular_values() {
     for r in [8, 16] {
         // r at the edge of a cluster: the subspace is well defined even though its vectors are not.
         let (_, acc) = run(gpu, 160, 120, &w, r, SvdOptions::default());
-        assert!(acc.sigma_rel_err <= 1e-5 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3 && acc.residual_ratio <= 1.0001, "r={r}: {acc:?}");
+        assert!(
+            acc.sigma_rel_err <= 1e-5
+                && acc.angle_u <= 1e-3
+                && acc.angle_v <= 1e-3
+                && acc.residual_ratio <= 1.0001,
+            "r={r}: {acc:?}"
+        );
     }
 }
 
@@ -76,18 +108,28 @@ fn rank_deficient_takes_the_stable_fallback() {
     let (m, n, r) = (100, 80, 8);
     let w = matrix_with_spectrum(m, n, &decay(5, |i| 1.0 + i as f64), 4);
     let t = Tensor::from_slice(gpu, &[m, n], &w).unwrap();
-    let (mut svds, stats) = block_on(svd_truncated_batch(gpu, &[&t], r, &SvdOptions::default())).unwrap();
+    let (mut svds, stats) =
+        block_on(svd_truncated_batch(gpu, &[&t], r, &SvdOptions::default())).unwrap();
     assert!(stats.fallbacks > 0, "{stats:?}");
     let svd = svds.pop().unwrap();
     let u = block_on(svd.u.to_vec(gpu)).unwrap();
     let v = block_on(svd.v.to_vec(gpu)).unwrap();
     let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
-    assert!(acc.sigma_rel_err <= 1e-5 && acc.angle_u <= 1e-4 && acc.angle_v <= 1e-4 && acc.residual_ratio <= 1e-5, "{acc:?}");
+    assert!(
+        acc.sigma_rel_err <= 1e-5
+            && acc.angle_u <= 1e-4
+            && acc.angle_v <= 1e-4
+            && acc.residual_ratio <= 1e-5,
+        "{acc:?}"
+    );
     // The basis is completed with orthonormal columns: UᵀU = I, zeros after σ₅.
     for a in 0..r {
         for b in 0..r {
             let dot: f32 = (0..m).map(|i| u[i * r + a] * u[i * r + b]).sum();
-            assert!((dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5, "UᵀU[{a},{b}] = {dot}");
+            assert!(
+                (dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5,
+                "UᵀU[{a},{b}] = {dot}"
+            );
         }
     }
     assert!(svd.s[5..].iter().all(|&s| s.abs() < 1e-5), "{:?}", svd.s);
@@ -99,10 +141,19 @@ fn tall_wide_and_extreme_ranks() {
     let spectrum = decay(40, |i| 0.8f64.powi(i as i32));
     let tall = matrix_with_spectrum(300, 40, &spectrum, 5);
     let wide = matrix_with_spectrum(40, 300, &spectrum, 6);
-    for (m, n, w, r) in [(300, 40, &tall, 10), (40, 300, &wide, 10), (40, 300, &wide, 1), (40, 300, &wide, 40), (300, 40, &tall, 40)] {
+    for (m, n, w, r) in [
+        (300, 40, &tall, 10),
+        (40, 300, &wide, 10),
+        (40, 300, &wide, 1),
+        (40, 300, &wide, 40),
+        (300, 40, &tall, 40),
+    ] {
         let (_, acc) = run(gpu, m, n, w, r, SvdOptions::default());
         // r = min(m, n): ℓ = r, the whole space, so the residual is exactly zero up to rounding.
-        assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3, "{m}×{n} r={r}: {acc:?}");
+        assert!(
+            acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3,
+            "{m}×{n} r={r}: {acc:?}"
+        );
         assert!(acc.residual_ratio <= 1.0001, "{m}×{n} r={r}: {acc:?}");
     }
 }
@@ -114,17 +165,39 @@ fn deterministic_signs_and_seeds() {
     let t = Tensor::from_slice(gpu, &[64, 48], &w).unwrap();
     let a = block_on(svd_truncated(gpu, &t, 6, &SvdOptions::default())).unwrap();
     let b = block_on(svd_truncated(gpu, &t, 6, &SvdOptions::default())).unwrap();
-    let (ua, ub) = (block_on(a.u.to_vec(gpu)).unwrap(), block_on(b.u.to_vec(gpu)).unwrap());
+    let (ua, ub) = (
+        block_on(a.u.to_vec(gpu)).unwrap(),
+        block_on(b.u.to_vec(gpu)).unwrap(),
+    );
     assert_eq!(ua, ub, "same seed, same result");
     assert_eq!(a.s, b.s);
     for j in 0..6 {
-        let biggest = (0..64).map(|i| ua[i * 6 + j]).fold(0.0f32, |acc, x| if x.abs() > acc.abs() { x } else { acc });
-        assert!(biggest > 0.0, "column {j}: largest-magnitude entry {biggest} must be positive");
+        let biggest =
+            (0..64)
+                .map(|i| ua[i * 6 + j])
+                .fold(0.0f32, |acc, x| if x.abs() > acc.abs() { x } else { acc });
+        assert!(
+            biggest > 0.0,
+            "column {j}: largest-magnitude entry {biggest} must be positive"
+        );
     }
     // Another seed finds the same subspace (this spectrum has gaps), signs included.
-    let c = block_on(svd_truncated(gpu, &t, 6, &SvdOptions { seed: 99, ..Default::default() })).unwrap();
+    let c = block_on(svd_truncated(
+        gpu,
+        &t,
+        6,
+        &SvdOptions {
+            seed: 99,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
     let uc = block_on(c.u.to_vec(gpu)).unwrap();
-    let diff = ua.iter().zip(&uc).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let diff = ua
+        .iter()
+        .zip(&uc)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1e-3, "seeds disagree by {diff}");
 }
 
@@ -132,10 +205,31 @@ fn deterministic_signs_and_seeds() {
 fn batch_matches_single_in_few_round_trips() {
     let Some(gpu) = gpu() else { return };
     let shapes = [(96, 64), (64, 96), (128, 128)];
-    let ws: Vec<Vec<f32>> = shapes.iter().enumerate().map(|(k, &(m, n))| matrix_with_spectrum(m, n, &decay(m.min(n), |i| 0.85f64.powi(i as i32)), 10 + k as u64)).collect();
-    let ts: Vec<Tensor> = shapes.iter().zip(&ws).map(|(&(m, n), w)| Tensor::from_slice(gpu, &[m, n], w).unwrap()).collect();
+    let ws: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, &(m, n))| {
+            matrix_with_spectrum(
+                m,
+                n,
+                &decay(m.min(n), |i| 0.85f64.powi(i as i32)),
+                10 + k as u64,
+            )
+        })
+        .collect();
+    let ts: Vec<Tensor> = shapes
+        .iter()
+        .zip(&ws)
+        .map(|(&(m, n), w)| Tensor::from_slice(gpu, &[m, n], w).unwrap())
+        .collect();
     let opts = SvdOptions::default();
-    let (svds, stats) = block_on(svd_truncated_batch(gpu, &ts.iter().collect::<Vec<_>>(), 8, &opts)).unwrap();
+    let (svds, stats) = block_on(svd_truncated_batch(
+        gpu,
+        &ts.iter().collect::<Vec<_>>(),
+        8,
+        &opts,
+    ))
+    .unwrap();
     // One per intermediate orth (2q), two for the final Q, B, and U: independent of the number
     // of matrices.
     assert_eq!(stats.round_trips, 2 * opts.power_iters + 4, "{stats:?}");
@@ -146,7 +240,10 @@ fn batch_matches_single_in_few_round_trips() {
         let u = block_on(svd.u.to_vec(gpu)).unwrap();
         let v = block_on(svd.v.to_vec(gpu)).unwrap();
         let acc = svd_accuracy(m, n, w, &u, &svd.s, &v);
-        assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.01, "{m}×{n}: {acc:?}");
+        assert!(
+            acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.01,
+            "{m}×{n}: {acc:?}"
+        );
     }
 }
 
@@ -164,12 +261,21 @@ fn bad_input_is_named() {
         values[5] = bad;
         let t = Tensor::from_slice(gpu, &[4, 3], &values).unwrap();
         let err = block_on(svd_truncated(gpu, &t, 2, &opts)).unwrap_err();
-        assert!(matches!(err, Error::NonFinite(_)) && err.to_string().contains("NaN or Inf"), "{err}");
+        assert!(
+            matches!(err, Error::NonFinite(_)) && err.to_string().contains("NaN or Inf"),
+            "{err}"
+        );
     }
     let empty = Tensor::zeros(gpu, &[0, 5]).unwrap();
-    assert!(matches!(block_on(svd_truncated(gpu, &empty, 1, &opts)), Err(Error::EmptyMatrix { .. })));
+    assert!(matches!(
+        block_on(svd_truncated(gpu, &empty, 1, &opts)),
+        Err(Error::EmptyMatrix { .. })
+    ));
     let v = Tensor::zeros(gpu, &[5]).unwrap();
-    assert!(matches!(block_on(svd_truncated(gpu, &v, 1, &opts)), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        block_on(svd_truncated(gpu, &v, 1, &opts)),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
@@ -179,5 +285,8 @@ fn wide_blocks() {
     let (m, n, r) = (160, 100, 60);
     let w = matrix_with_spectrum(m, n, &decay(100, |i| 0.9f64.powi(i as i32)), 8);
     let (_, acc) = run(gpu, m, n, &w, r, SvdOptions::default());
-    assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001, "{acc:?}");
+    assert!(
+        acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001,
+        "{acc:?}"
+    );
 }

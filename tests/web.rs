@@ -13,7 +13,9 @@ wasm_bindgen_test_configure!(run_in_browser);
 async fn gpu() -> Option<Gpu> {
     match Gpu::request().await {
         Ok(gpu) => Some(gpu),
-        Err(e) if option_env!("CI") == Some("true") => panic!("CI=true but the browser gave no WebGPU adapter: {e}"),
+        Err(e) if option_env!("CI") == Some("true") => {
+            panic!("CI=true but the browser gave no WebGPU adapter: {e}")
+        }
         Err(e) => {
             web_sys::console::log_1(&format!("skipping browser GPU test: {e}").into());
             None
@@ -25,18 +27,36 @@ async fn gpu() -> Option<Gpu> {
 async fn matmul_in_the_browser_matches_reference() {
     let Some(gpu) = gpu().await else { return };
     let mut rng = Rng::new(3);
-    for (m, n, k, ta, tb) in [(1, 1, 1, false, false), (17, 33, 65, false, false), (17, 33, 65, true, true), (64, 3, 130, false, true)] {
+    for (m, n, k, ta, tb) in [
+        (1, 1, 1, false, false),
+        (17, 33, 65, false, false),
+        (17, 33, 65, true, true),
+        (64, 3, 130, false, true),
+    ] {
         let (ha, hb) = (rng.vec_f32(m * k), rng.vec_f32(k * n));
         let a = Tensor::from_slice(&gpu, &if ta { [k, m] } else { [m, k] }, &ha).unwrap();
         let b = Tensor::from_slice(&gpu, &if tb { [n, k] } else { [k, n] }, &hb).unwrap();
         let c = Tensor::zeros(&gpu, &[m, n]).unwrap();
         let mut step = Step::new(&gpu, "browser");
-        linalg::gemm(&mut step, &Gemm::default().trans_a(ta).trans_b(tb), &a, &b, &c).unwrap();
+        linalg::gemm(
+            &mut step,
+            &Gemm::default().trans_a(ta).trans_b(tb),
+            &a,
+            &b,
+            &c,
+        )
+        .unwrap();
         step.submit().unwrap();
         let got = c.to_vec(&gpu).await.unwrap();
         let want = reference::gemm(1, m, n, k, 1.0, &ha, ta, false, &hb, tb, false, 0.0, &[]);
         // Same tolerance as the native tests: f32 accumulation over k terms.
-        assert_close(&format!("browser gemm {m}x{n}x{k}"), &got, &want, 1e-5 * (k as f64).sqrt(), 1e-5);
+        assert_close(
+            &format!("browser gemm {m}x{n}x{k}"),
+            &got,
+            &want,
+            1e-5 * (k as f64).sqrt(),
+            1e-5,
+        );
     }
 }
 
@@ -51,22 +71,34 @@ async fn js_api_matmul_and_errors() {
     let b = gpu.tensor(&[1., 1., 1.], vec![3, 1]).unwrap();
     let c = gpu.matmul(&a, &b).unwrap();
     assert_eq!(c.shape(), vec![2, 1]);
-    let values = wasm_bindgen_futures::JsFuture::from(c.read()).await.unwrap();
+    let values = wasm_bindgen_futures::JsFuture::from(c.read())
+        .await
+        .unwrap();
     assert_eq!(js_sys::Float32Array::from(values).to_vec(), vec![6., 15.]);
 
     // A shape mismatch is a JS Error naming the problem, not a panic.
     let err = gpu.matmul(&a, &a).err().expect("2x3 · 2x3 must be refused");
     let msg = js_sys::Error::from(err).message().as_string().unwrap();
     assert!(msg.contains("inner dimensions differ"), "{msg}");
-    let err = gpu.tensor(&[1., 2., 3.], vec![2, 2]).err().expect("3 values for a 2x2 tensor must be refused");
-    assert!(js_sys::Error::from(err).message().as_string().unwrap().contains("do not fill shape"));
+    let err = gpu
+        .tensor(&[1., 2., 3.], vec![2, 2])
+        .err()
+        .expect("3 values for a 2x2 tensor must be refused");
+    assert!(js_sys::Error::from(err)
+        .message()
+        .as_string()
+        .unwrap()
+        .contains("do not fill shape"));
 }
 
 #[wasm_bindgen_test]
 async fn lost_device_is_an_error() {
     let Some(gpu) = gpu().await else { return };
     gpu.destroy();
-    assert!(matches!(Tensor::zeros(&gpu, &[4]), Err(Error::DeviceLost(_))));
+    assert!(matches!(
+        Tensor::zeros(&gpu, &[4]),
+        Err(Error::DeviceLost(_))
+    ));
 }
 
 #[wasm_bindgen_test]
@@ -78,11 +110,22 @@ async fn svd_in_the_browser_matches_faer() {
     let sigma: Vec<f64> = (0..64).map(|i| 0.8f64.powi(i)).collect();
     let w = matrix_with_spectrum(m, n, &sigma, 1);
     let t = Tensor::from_slice(&gpu, &[m, n], &w).unwrap();
-    let svd = svd_truncated(&gpu, &t, r, &SvdOptions::default()).await.unwrap();
-    let (u, v) = (svd.u.to_vec(&gpu).await.unwrap(), svd.v.to_vec(&gpu).await.unwrap());
+    let svd = svd_truncated(&gpu, &t, r, &SvdOptions::default())
+        .await
+        .unwrap();
+    let (u, v) = (
+        svd.u.to_vec(&gpu).await.unwrap(),
+        svd.v.to_vec(&gpu).await.unwrap(),
+    );
     let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
     // Same bounds as the native tests for a spectrum with gaps.
-    assert!(acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3 && acc.residual_ratio <= 1.001, "{acc:?}");
+    assert!(
+        acc.sigma_rel_err <= 1e-4
+            && acc.angle_u <= 1e-3
+            && acc.angle_v <= 1e-3
+            && acc.residual_ratio <= 1.001,
+        "{acc:?}"
+    );
 }
 
 #[wasm_bindgen_test]
@@ -93,11 +136,14 @@ async fn js_api_svd_and_its_errors() {
         return;
     }
     let gpu = JsGpu::request().await.unwrap();
-    let values: Vec<f32> = (0..12 * 8).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect();
+    let values: Vec<f32> = (0..12 * 8)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
     let w = gpu.tensor(&values, vec![12, 8]).unwrap();
     let promise: js_sys::Promise = gpu.svd(&w, 3, None).unchecked_into();
     let result = wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
-    let s = js_sys::Float32Array::from(js_sys::Reflect::get(&result, &"s".into()).unwrap()).to_vec();
+    let s =
+        js_sys::Float32Array::from(js_sys::Reflect::get(&result, &"s".into()).unwrap()).to_vec();
     assert_eq!(s.len(), 3);
     assert!(s[0] >= s[1] && s[1] >= s[2] && s[2] > 0.0, "{s:?}");
     let wide = gpu.tensor(&values, vec![8, 12]).unwrap();
@@ -108,12 +154,25 @@ async fn js_api_svd_and_its_errors() {
     assert_eq!(batch.length(), 2);
     // The caller's tensors are still theirs.
     use wasm_bindgen::convert::TryFromJsValue;
-    assert_eq!(spectune::web::JsTensor::try_from_js_value(first).expect("still a live Tensor").shape(), vec![12, 8]);
+    assert_eq!(
+        spectune::web::JsTensor::try_from_js_value(first)
+            .expect("still a live Tensor")
+            .shape(),
+        vec![12, 8]
+    );
     let not_tensors = js_sys::Array::of1(&JsValue::from(3));
-    assert!(gpu.svd_batch(not_tensors, 2, None).is_err(), "a number is not a Tensor");
+    assert!(
+        gpu.svd_batch(not_tensors, 2, None).is_err(),
+        "a number is not a Tensor"
+    );
 
     let bad: js_sys::Promise = gpu.svd(&w, 9, None).unchecked_into();
-    let err = wasm_bindgen_futures::JsFuture::from(bad).await.expect_err("rank 9 of a 12×8 matrix must be refused");
+    let err = wasm_bindgen_futures::JsFuture::from(bad)
+        .await
+        .expect_err("rank 9 of a 12×8 matrix must be refused");
     let msg = js_sys::Error::from(err).message().as_string().unwrap();
-    assert!(msg.contains("rank 9") && msg.contains("between 1 and 8"), "{msg}");
+    assert!(
+        msg.contains("rank 9") && msg.contains("between 1 and 8"),
+        "{msg}"
+    );
 }

@@ -66,7 +66,9 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Gpu")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,7 +87,8 @@ impl Gpu {
         if !crate::gpu::web::has_webgpu() {
             return Err(Error::NoWebGpu);
         }
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let options = wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
@@ -128,7 +131,17 @@ impl Gpu {
 
         let pool = Arc::new(BufferPool::new(device.clone()));
         let uniforms = UniformArena::new(limits.min_uniform_buffer_offset_alignment);
-        Ok(Gpu { device, queue, info, limits, kernels: KernelCache::default(), pool, uniforms, error, lost })
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            kernels: KernelCache::default(),
+            pool,
+            uniforms,
+            error,
+            lost,
+        })
     }
 
     /// What the adapter says about itself.
@@ -166,7 +179,11 @@ impl Gpu {
     }
 
     /// Checks that a buffer of `bytes` fits this device, naming `what` if not.
-    pub(crate) fn check_buffer_size(&self, what: impl FnOnce() -> String, bytes: u64) -> Result<()> {
+    pub(crate) fn check_buffer_size(
+        &self,
+        what: impl FnOnce() -> String,
+        bytes: u64,
+    ) -> Result<()> {
         let binding = self.limits.max_storage_buffer_binding_size;
         let (limit, limit_name) = if self.limits.max_buffer_size < binding {
             (self.limits.max_buffer_size, "maxBufferSize")
@@ -174,7 +191,12 @@ impl Gpu {
             (binding, "maxStorageBufferBindingSize")
         };
         if bytes > limit {
-            return Err(Error::BufferTooLarge { what: what(), bytes, limit, limit_name });
+            return Err(Error::BufferTooLarge {
+                what: what(),
+                bytes,
+                limit,
+                limit_name,
+            });
         }
         Ok(())
     }
@@ -196,7 +218,8 @@ impl Gpu {
             let _ = tx.send(());
         });
         self.poll_wait()?;
-        rx.await.map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
+        rx.await
+            .map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
         self.check()
     }
 }

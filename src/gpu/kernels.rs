@@ -55,14 +55,28 @@ pub(crate) struct KernelCache {
 
 impl KernelCache {
     /// The pipeline for `entry` in `shader` with `defines`, compiled on first use.
-    pub(crate) fn get(&self, device: &wgpu::Device, shader: &Shader, entry: &'static str, defines: Defines) -> Kernel {
-        let key = KernelKey { shader: shader.name, entry, defines };
+    pub(crate) fn get(
+        &self,
+        device: &wgpu::Device,
+        shader: &Shader,
+        entry: &'static str,
+        defines: Defines,
+    ) -> Kernel {
+        let key = KernelKey {
+            shader: shader.name,
+            entry,
+            defines,
+        };
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(k) = cache.get(&key) {
             return k.clone();
         }
         let (text, missing) = preprocess(shader.source, &key.defines);
-        debug_assert!(missing.is_empty(), "{}: undefined placeholders {missing:?}", shader.name);
+        debug_assert!(
+            missing.is_empty(),
+            "{}: undefined placeholders {missing:?}",
+            shader.name
+        );
         let label = kernel_label(&key);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
@@ -83,12 +97,19 @@ impl KernelCache {
 
     /// How many pipelines have been compiled.
     pub(crate) fn len(&self) -> usize {
-        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 
 fn kernel_label(key: &KernelKey) -> String {
-    let defines: Vec<String> = key.defines.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let defines: Vec<String> = key
+        .defines
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     format!("{}:{}[{}]", key.shader, key.entry, defines.join(","))
 }
 

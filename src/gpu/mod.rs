@@ -32,7 +32,12 @@ impl Gpu {
     }
 
     /// The cached pipeline for `entry` of `shader` with `defines`.
-    pub(crate) fn kernel(&self, shader: &Shader, entry: &'static str, defines: Defines) -> kernels::Kernel {
+    pub(crate) fn kernel(
+        &self,
+        shader: &Shader,
+        entry: &'static str,
+        defines: Defines,
+    ) -> kernels::Kernel {
         self.kernels.get(&self.device, shader, entry, defines)
     }
 }

@@ -14,6 +14,7 @@ const MAX_POOLED_BYTES: u64 = 512 << 20;
 pub(crate) struct BufferPool {
     device: wgpu::Device,
     free: Mutex<PoolState>,
+    offset_alignment: u64,
 }
 
 #[derive(Default)]
@@ -25,7 +26,13 @@ struct PoolState {
 
 impl BufferPool {
     pub(crate) fn new(device: wgpu::Device) -> Self {
-        BufferPool { device, free: Mutex::new(PoolState::default()) }
+        let offset_alignment =
+            u64::from(device.limits().min_storage_buffer_offset_alignment).max(4);
+        BufferPool {
+            device,
+            free: Mutex::new(PoolState::default()),
+            offset_alignment,
+        }
     }
 
     /// The size a request for `bytes` is served with.
@@ -55,7 +62,10 @@ impl BufferPool {
                 })
             }
         };
-        PooledBuffer { buffer: Some(buffer), pool: Arc::clone(self) }
+        PooledBuffer {
+            buffer: Some(buffer),
+            pool: Arc::clone(self),
+        }
     }
 
     fn give_back(&self, buffer: wgpu::Buffer) {
@@ -92,7 +102,14 @@ pub(crate) struct PooledBuffer {
 impl PooledBuffer {
     pub(crate) fn raw(&self) -> &wgpu::Buffer {
         // Only `drop` takes the buffer out.
-        self.buffer.as_ref().expect("pooled buffer is present until dropped")
+        self.buffer
+            .as_ref()
+            .expect("pooled buffer is present until dropped")
+    }
+
+    /// Bytes a binding's offset into this buffer must be a multiple of.
+    pub(crate) fn offset_alignment(&self) -> u64 {
+        self.pool.offset_alignment
     }
 }
 

@@ -1,11 +1,9 @@
 //! The step recorder. Ops are data (`KernelOp`: kernel + parameters + buffers + workgroup
 //! count); a `Step` collects many and encodes them into one compute pass, submitted once.
 
-use std::sync::Arc;
-
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Kernel;
-use crate::gpu::pool::PooledBuffer;
+use crate::gpu::tensor::TensorBinding;
 use crate::gpu::{Gpu, Tensor};
 
 /// One dispatch, ready to record: built by an op constructor that has checked the shapes.
@@ -14,7 +12,7 @@ use crate::gpu::{Gpu, Tensor};
 pub struct KernelOp {
     pub(crate) kernel: Kernel,
     pub(crate) params: Vec<u8>,
-    pub(crate) buffers: Vec<(u32, Arc<PooledBuffer>)>,
+    pub(crate) buffers: Vec<(u32, TensorBinding)>,
     pub(crate) workgroups: [u32; 3],
 }
 
@@ -38,12 +36,18 @@ impl KernelOp {
         let max = gpu.limits().max_compute_workgroups_per_dimension;
         let mut grid = [1u32; 3];
         for (g, &w) in grid.iter_mut().zip(&workgroups) {
-            *g = u32::try_from(w).ok().filter(|&w| w <= max).ok_or(Error::TooManyWorkgroups { op, count: w, max })?;
+            *g = u32::try_from(w)
+                .ok()
+                .filter(|&w| w <= max)
+                .ok_or(Error::TooManyWorkgroups { op, count: w, max })?;
         }
         Ok(KernelOp {
             kernel,
             params: bytemuck::bytes_of(params).to_vec(),
-            buffers: tensors.iter().map(|&(binding, t)| (binding, t.shared_buffer())).collect(),
+            buffers: tensors
+                .iter()
+                .map(|&(binding, t)| (binding, t.binding()))
+                .collect(),
             workgroups: grid,
         })
     }
@@ -74,7 +78,11 @@ pub struct Step<'g> {
 impl<'g> Step<'g> {
     /// An empty step on `gpu`.
     pub fn new(gpu: &'g Gpu, label: impl Into<String>) -> Self {
-        Step { gpu, label: label.into(), ops: Vec::new() }
+        Step {
+            gpu,
+            label: label.into(),
+            ops: Vec::new(),
+        }
     }
 
     /// The device this step records for.
@@ -108,7 +116,11 @@ impl<'g> Step<'g> {
         let gpu = self.gpu;
         gpu.check()?;
         let mut arena = Vec::new();
-        let offsets: Vec<u64> = self.ops.iter().map(|op| gpu.uniforms.push(&mut arena, &op.params)).collect();
+        let offsets: Vec<u64> = self
+            .ops
+            .iter()
+            .map(|op| gpu.uniforms.push(&mut arena, &op.params))
+            .collect();
         let (_arena_lock, uniforms) = gpu.uniforms.upload(&gpu.device, &gpu.queue, &arena);
 
         let bind_groups: Vec<wgpu::BindGroup> = self
@@ -126,7 +138,11 @@ impl<'g> Step<'g> {
                 }];
                 entries.extend(op.buffers.iter().map(|(binding, b)| wgpu::BindGroupEntry {
                     binding: *binding,
-                    resource: b.raw().as_entire_binding(),
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b.buffer.raw(),
+                        offset: b.offset,
+                        size: b.size.and_then(wgpu::BufferSize::new),
+                    }),
                 }));
                 gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some(&op.kernel.label),
@@ -136,9 +152,16 @@ impl<'g> Step<'g> {
             })
             .collect();
 
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&self.label) });
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(&self.label),
+            });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(&self.label), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(&self.label),
+                timestamp_writes: None,
+            });
             for (op, bind_group) in self.ops.iter().zip(&bind_groups) {
                 pass.set_pipeline(&op.kernel.pipeline);
                 pass.set_bind_group(0, bind_group, &[]);

@@ -14,7 +14,10 @@ pub(crate) struct UniformArena {
 
 impl UniformArena {
     pub(crate) fn new(alignment: u32) -> Self {
-        UniformArena { alignment: u64::from(alignment.max(16)), buffer: Mutex::new(None) }
+        UniformArena {
+            alignment: u64::from(alignment.max(16)),
+            buffer: Mutex::new(None),
+        }
     }
 
     /// Appends `bytes` to a step's arena at the next aligned offset; returns that offset.
@@ -27,7 +30,12 @@ impl UniformArena {
 
     /// Uploads a step's arena and returns the buffer holding it (grown when too small), with
     /// the lock to hold until the step is submitted.
-    pub(crate) fn upload(&self, device: &wgpu::Device, queue: &wgpu::Queue, arena: &[u8]) -> (MutexGuard<'_, Option<wgpu::Buffer>>, wgpu::Buffer) {
+    pub(crate) fn upload(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        arena: &[u8],
+    ) -> (MutexGuard<'_, Option<wgpu::Buffer>>, wgpu::Buffer) {
         let needed = (arena.len() as u64).max(256).next_power_of_two();
         let mut slot = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let buffer = match slot.as_ref() {

@@ -1,4 +1,4 @@
-//! Elementwise ops (`shaders/elementwise.wgsl`): add, axpby, axpy, scale.
+//! Elementwise ops (`shaders/elementwise.wgsl`): copy, add, axpby, axpy, scale.
 
 use crate::error::{Error, Result};
 use crate::gpu::{KernelOp, Step, Tensor};
@@ -19,19 +19,48 @@ const WG: usize = 256;
 
 fn same_shape(op: &'static str, x: &Tensor, y: &Tensor) -> Result<()> {
     if x.shape() != y.shape() {
-        return Err(Error::ShapeMismatch { op, detail: format!("{:?} and {:?} differ", x.shape(), y.shape()) });
+        return Err(Error::ShapeMismatch {
+            op,
+            detail: format!("{:?} and {:?} differ", x.shape(), y.shape()),
+        });
     }
     Ok(())
 }
 
-fn record(step: &mut Step, entry: &'static str, alpha: f32, beta: f32, bindings: &[(u32, &Tensor)], n: usize) -> Result<()> {
+fn record(
+    step: &mut Step,
+    entry: &'static str,
+    alpha: f32,
+    beta: f32,
+    bindings: &[(u32, &Tensor)],
+    n: usize,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
-    let params = ElementwiseParams { n: to_u32(entry, n)?, alpha, beta, _pad: 0 };
+    let params = ElementwiseParams {
+        n: to_u32(entry, n)?,
+        alpha,
+        beta,
+        _pad: 0,
+    };
     let kernel = step.gpu.kernel(&shaders::ELEMENTWISE, entry, vec![]);
-    step.push(KernelOp::new(step.gpu, entry, kernel, &params, bindings, [grid_stride_groups(n, WG), 1, 1])?);
+    step.push(KernelOp::new(
+        step.gpu,
+        entry,
+        kernel,
+        &params,
+        bindings,
+        [grid_stride_groups(n, WG), 1, 1],
+    )?);
     Ok(())
+}
+
+/// Records a copy of X and returns it.
+pub fn copy(step: &mut Step, x: &Tensor) -> Result<Tensor> {
+    let y = Tensor::uninit(step.gpu, x.shape())?;
+    record(step, "copy", 1.0, 0.0, &[(1, x), (3, &y)], x.len())?;
+    Ok(y)
 }
 
 /// Records Z = X + Y and returns Z.
@@ -46,7 +75,14 @@ pub fn add(step: &mut Step, x: &Tensor, y: &Tensor) -> Result<Tensor> {
 pub fn axpby(step: &mut Step, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<Tensor> {
     same_shape("axpby", x, y)?;
     let z = Tensor::uninit(step.gpu, x.shape())?;
-    record(step, "axpby", alpha, beta, &[(1, x), (2, y), (3, &z)], x.len())?;
+    record(
+        step,
+        "axpby",
+        alpha,
+        beta,
+        &[(1, x), (2, y), (3, &z)],
+        x.len(),
+    )?;
     Ok(z)
 }
 

@@ -25,11 +25,27 @@ pub fn transpose(step: &mut Step, x: &Tensor) -> Result<Tensor> {
     if y.is_empty() {
         return Ok(y);
     }
-    let params = LayoutParams { rows: to_u32("transpose", rows)?, cols: to_u32("transpose", cols)?, batch: to_u32("transpose", batch)?, ld_out: 0 };
+    let params = LayoutParams {
+        rows: to_u32("transpose", rows)?,
+        cols: to_u32("transpose", cols)?,
+        batch: to_u32("transpose", batch)?,
+        ld_out: 0,
+    };
     let kernel = step.gpu.kernel(&shaders::LAYOUT, "transpose", vec![]);
     // 16×16 invocations, each moving a 4×4 block.
-    let groups = [cols.div_ceil(64) as u64, rows.div_ceil(64) as u64, batch as u64];
-    step.push(KernelOp::new(step.gpu, "transpose", kernel, &params, &[(1, x), (2, &y)], groups)?);
+    let groups = [
+        cols.div_ceil(64) as u64,
+        rows.div_ceil(64) as u64,
+        batch as u64,
+    ];
+    step.push(KernelOp::new(
+        step.gpu,
+        "transpose",
+        kernel,
+        &params,
+        &[(1, x), (2, &y)],
+        groups,
+    )?);
     Ok(y)
 }
 
@@ -38,7 +54,13 @@ pub fn pad_rows(step: &mut Step, x: &Tensor, width: usize) -> Result<Tensor> {
     let cols = *x.shape().last().unwrap_or(&1);
     let rows = x.len() / cols.max(1);
     if width < cols {
-        return Err(crate::Error::ShapeMismatch { op: "pad_rows", detail: format!("width {width} is less than the {cols} columns of {:?}", x.shape()) });
+        return Err(crate::Error::ShapeMismatch {
+            op: "pad_rows",
+            detail: format!(
+                "width {width} is less than the {cols} columns of {:?}",
+                x.shape()
+            ),
+        });
     }
     let mut shape = x.shape().to_vec();
     if let Some(last) = shape.last_mut() {
@@ -48,9 +70,21 @@ pub fn pad_rows(step: &mut Step, x: &Tensor, width: usize) -> Result<Tensor> {
     if y.is_empty() {
         return Ok(y);
     }
-    let params = LayoutParams { rows: to_u32("pad_rows", rows)?, cols: to_u32("pad_rows", cols)?, batch: 1, ld_out: to_u32("pad_rows", width)? };
+    let params = LayoutParams {
+        rows: to_u32("pad_rows", rows)?,
+        cols: to_u32("pad_rows", cols)?,
+        batch: 1,
+        ld_out: to_u32("pad_rows", width)?,
+    };
     let kernel = step.gpu.kernel(&shaders::LAYOUT, "pad_rows", vec![]);
     let groups = [grid_stride_groups(y.len(), 64), 1, 1];
-    step.push(KernelOp::new(step.gpu, "pad_rows", kernel, &params, &[(1, x), (2, &y)], groups)?);
+    step.push(KernelOp::new(
+        step.gpu,
+        "pad_rows",
+        kernel,
+        &params,
+        &[(1, x), (2, &y)],
+        groups,
+    )?);
     Ok(y)
 }

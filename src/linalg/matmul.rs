@@ -71,10 +71,16 @@ impl TileConfig {
         let (m, n) = (m.max(1) as u32, n.max(1) as u32);
         if m < t.block_rows() {
             let wy = m.div_ceil(BLOCK_ROWS);
-            TileConfig { wx: (count / wy).clamp(1, n.div_ceil(BLOCK_COLS)), wy }
+            TileConfig {
+                wx: (count / wy).clamp(1, n.div_ceil(BLOCK_COLS)),
+                wy,
+            }
         } else if n < t.block_cols() {
             let wx = n.div_ceil(BLOCK_COLS);
-            TileConfig { wx, wy: (count / wx).clamp(1, m.div_ceil(BLOCK_ROWS)) }
+            TileConfig {
+                wx,
+                wy: (count / wx).clamp(1, m.div_ceil(BLOCK_ROWS)),
+            }
         } else {
             t
         }
@@ -105,7 +111,13 @@ pub struct Gemm {
 
 impl Default for Gemm {
     fn default() -> Self {
-        Gemm { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: false, kernel: MatmulKernel::Auto }
+        Gemm {
+            alpha: 1.0,
+            beta: 0.0,
+            trans_a: false,
+            trans_b: false,
+            kernel: MatmulKernel::Auto,
+        }
     }
 }
 
@@ -150,19 +162,37 @@ fn check_dims(g: &Gemm, a: &[usize], b: &[usize], c: &[usize]) -> Result<Dims> {
     let (batch, m, n) = as_batched("matmul", "C", c)?;
     let (am, ak) = if g.trans_a { (ca, ra) } else { (ra, ca) };
     let (bk, bn) = if g.trans_b { (cb, rb) } else { (rb, cb) };
-    let mismatch = |detail: String| Err(Error::ShapeMismatch { op: "matmul", detail });
+    let mismatch = |detail: String| {
+        Err(Error::ShapeMismatch {
+            op: "matmul",
+            detail,
+        })
+    };
     if ak != bk {
-        return mismatch(format!("op(A) is {am}×{ak} but op(B) is {bk}×{bn}: inner dimensions differ (A {a:?}, B {b:?})"));
+        return mismatch(format!(
+            "op(A) is {am}×{ak} but op(B) is {bk}×{bn}: inner dimensions differ (A {a:?}, B {b:?})"
+        ));
     }
     if (am, bn) != (m, n) {
-        return mismatch(format!("op(A)·op(B) is {am}×{bn} but C is {m}×{n} (C {c:?})"));
+        return mismatch(format!(
+            "op(A)·op(B) is {am}×{bn} but C is {m}×{n} (C {c:?})"
+        ));
     }
     for (name, bx) in [("A", batch_a), ("B", batch_b)] {
         if bx != 1 && bx != batch {
-            return mismatch(format!("{name} has batch {bx} but C has batch {batch} (a batch of 1 broadcasts)"));
+            return mismatch(format!(
+                "{name} has batch {bx} but C has batch {batch} (a batch of 1 broadcasts)"
+            ));
         }
     }
-    Ok(Dims { batch, m, n, k: ak, batch_a, batch_b })
+    Ok(Dims {
+        batch,
+        m,
+        n,
+        k: ak,
+        batch_a,
+        batch_b,
+    })
 }
 
 /// Records C = α·op(A)·op(B) + β·C into `step`. A, B, C are 2D or 3D (batch first); A or B with
@@ -182,7 +212,11 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         return Ok(());
     }
     let gpu = step.gpu;
-    let (m, n, k) = (to_u32("matmul", d.m)?, to_u32("matmul", d.n)?, to_u32("matmul", d.k)?);
+    let (m, n, k) = (
+        to_u32("matmul", d.m)?,
+        to_u32("matmul", d.n)?,
+        to_u32("matmul", d.k)?,
+    );
     let trans = |t: bool| if t { "true" } else { "false" }.to_string();
     let mut defines: Defines = vec![("TRANS_A", trans(g.trans_a)), ("TRANS_B", trans(g.trans_b))];
 
@@ -202,22 +236,40 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         Some(_) => {
             let a_cols = *a.shape().last().unwrap_or(&0);
             let b_cols = *b.shape().last().unwrap_or(&0);
-            padded_a = (!a_cols.is_multiple_of(4)).then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4))).transpose()?;
-            padded_b = (!b_cols.is_multiple_of(4)).then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4))).transpose()?;
-            (padded_a.as_ref().unwrap_or(a), padded_b.as_ref().unwrap_or(b))
+            padded_a = (!a_cols.is_multiple_of(4))
+                .then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4)))
+                .transpose()?;
+            padded_b = (!b_cols.is_multiple_of(4))
+                .then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4)))
+                .transpose()?;
+            (
+                padded_a.as_ref().unwrap_or(a),
+                padded_b.as_ref().unwrap_or(b),
+            )
         }
         None => (a, b),
     };
     let lda = *a.shape().last().unwrap_or(&0);
     let ldb = *b.shape().last().unwrap_or(&0);
-    let (rows_a, rows_b) = (a.len() / lda.max(1) / d.batch_a.max(1), b.len() / ldb.max(1) / d.batch_b.max(1));
+    let (rows_a, rows_b) = (
+        a.len() / lda.max(1) / d.batch_a.max(1),
+        b.len() / ldb.max(1) / d.batch_b.max(1),
+    );
     let params = MatmulParams {
         m,
         n,
         k,
         batch: to_u32("matmul", d.batch)?,
-        stride_a: if d.batch_a == 1 { 0 } else { to_u32("matmul", rows_a * lda)? },
-        stride_b: if d.batch_b == 1 { 0 } else { to_u32("matmul", rows_b * ldb)? },
+        stride_a: if d.batch_a == 1 {
+            0
+        } else {
+            to_u32("matmul", rows_a * lda)?
+        },
+        stride_b: if d.batch_b == 1 {
+            0
+        } else {
+            to_u32("matmul", rows_b * ldb)?
+        },
         stride_c: to_u32("matmul", d.m * d.n)?,
         lda: to_u32("matmul", lda)?,
         ldb: to_u32("matmul", ldb)?,
@@ -229,13 +281,35 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
         Some(t) => {
             defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
             let kernel = gpu.kernel(&shaders::MATMUL, "matmul", defines);
-            let groups = [d.n.div_ceil(t.block_cols() as usize) as u64, d.m.div_ceil(t.block_rows() as usize) as u64, d.batch as u64];
-            KernelOp::new(gpu, "matmul", kernel, &params, &[(1, a), (2, b), (3, c)], groups)?
+            let groups = [
+                d.n.div_ceil(t.block_cols() as usize) as u64,
+                d.m.div_ceil(t.block_rows() as usize) as u64,
+                d.batch as u64,
+            ];
+            KernelOp::new(
+                gpu,
+                "matmul",
+                kernel,
+                &params,
+                &[(1, a), (2, b), (3, c)],
+                groups,
+            )?
         }
         None => {
             let kernel = gpu.kernel(&shaders::MATMUL_NAIVE, "matmul_naive", defines);
-            let groups = [d.n.div_ceil(16) as u64, d.m.div_ceil(16) as u64, d.batch as u64];
-            KernelOp::new(gpu, "matmul", kernel, &params, &[(1, a), (2, b), (3, c)], groups)?
+            let groups = [
+                d.n.div_ceil(16) as u64,
+                d.m.div_ceil(16) as u64,
+                d.batch as u64,
+            ];
+            KernelOp::new(
+                gpu,
+                "matmul",
+                kernel,
+                &params,
+                &[(1, a), (2, b), (3, c)],
+                groups,
+            )?
         }
     };
     step.push(op);
@@ -245,12 +319,21 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
 /// Refuses a workgroup the device cannot run, before a pipeline is built for it.
 fn check_workgroup(limits: &wgpu::Limits, t: TileConfig) -> Result<()> {
     let invocations = t.wx.saturating_mul(t.wy);
-    if t.wx == 0 || t.wy == 0 || t.wx > limits.max_compute_workgroup_size_x || t.wy > limits.max_compute_workgroup_size_y || invocations > limits.max_compute_invocations_per_workgroup {
+    if t.wx == 0
+        || t.wy == 0
+        || t.wx > limits.max_compute_workgroup_size_x
+        || t.wy > limits.max_compute_workgroup_size_y
+        || invocations > limits.max_compute_invocations_per_workgroup
+    {
         return Err(Error::ShapeMismatch {
             op: "matmul",
             detail: format!(
                 "a {}x{} workgroup does not fit this GPU (at most {}x{} and {} invocations)",
-                t.wx, t.wy, limits.max_compute_workgroup_size_x, limits.max_compute_workgroup_size_y, limits.max_compute_invocations_per_workgroup
+                t.wx,
+                t.wy,
+                limits.max_compute_workgroup_size_x,
+                limits.max_compute_workgroup_size_y,
+                limits.max_compute_invocations_per_workgroup
             ),
         });
     }
@@ -262,7 +345,11 @@ pub fn matmul(step: &mut Step, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (batch_a, m, _) = as_batched("matmul", "A", a.shape())?;
     let (batch_b, _, n) = as_batched("matmul", "B", b.shape())?;
     let batch = batch_a.max(batch_b);
-    let shape: Vec<usize> = if a.shape().len() == 3 || b.shape().len() == 3 { vec![batch, m, n] } else { vec![m, n] };
+    let shape: Vec<usize> = if a.shape().len() == 3 || b.shape().len() == 3 {
+        vec![batch, m, n]
+    } else {
+        vec![m, n]
+    };
     let c = Tensor::uninit(step.gpu, &shape)?;
     gemm(step, &Gemm::default(), a, b, &c)?;
     Ok(c)
@@ -271,8 +358,18 @@ pub fn matmul(step: &mut Step, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// Every define set the tiled and naive kernels can be compiled with, for shader validation.
 pub fn matmul_variants() -> Vec<(crate::gpu::Shader, &'static str, Defines)> {
     let tiles = [
-        TileConfig::for_adapter(&AdapterInfo { name: "llvmpipe".into(), backend: String::new(), device_type: "Cpu".into(), driver: String::new() }),
-        TileConfig::for_adapter(&AdapterInfo { name: "gpu".into(), backend: String::new(), device_type: "DiscreteGpu".into(), driver: String::new() }),
+        TileConfig::for_adapter(&AdapterInfo {
+            name: "llvmpipe".into(),
+            backend: String::new(),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+        }),
+        TileConfig::for_adapter(&AdapterInfo {
+            name: "gpu".into(),
+            backend: String::new(),
+            device_type: "DiscreteGpu".into(),
+            driver: String::new(),
+        }),
     ];
     let mut out = Vec::new();
     for ta in [false, true] {

@@ -9,24 +9,34 @@ mod reduce;
 mod small;
 mod svd;
 
-pub use elementwise::{add, axpby, axpy, scale};
+pub use elementwise::{add, axpby, axpy, copy, scale};
 pub use layout::{pad_rows, transpose};
 pub use matmul::{gemm, matmul, matmul_variants, Gemm, MatmulKernel, TileConfig};
 pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
 pub use svd::{svd_truncated, svd_truncated_batch, Svd, SvdOptions, SvdStats};
 
 /// (batch, rows, cols) of a 2D or 3D tensor.
-pub(crate) fn as_batched(op: &'static str, name: &str, shape: &[usize]) -> crate::Result<(usize, usize, usize)> {
+pub(crate) fn as_batched(
+    op: &'static str,
+    name: &str,
+    shape: &[usize],
+) -> crate::Result<(usize, usize, usize)> {
     match *shape {
         [r, c] => Ok((1, r, c)),
         [b, r, c] => Ok((b, r, c)),
-        _ => Err(crate::Error::ShapeMismatch { op, detail: format!("{name} must be 2D or 3D, got shape {shape:?}") }),
+        _ => Err(crate::Error::ShapeMismatch {
+            op,
+            detail: format!("{name} must be 2D or 3D, got shape {shape:?}"),
+        }),
     }
 }
 
 /// A dimension as the u32 the kernels index with, refusing sizes that do not fit.
 pub(crate) fn to_u32(op: &'static str, value: usize) -> crate::Result<u32> {
-    u32::try_from(value).map_err(|_| crate::Error::ShapeMismatch { op, detail: format!("dimension {value} exceeds u32") })
+    u32::try_from(value).map_err(|_| crate::Error::ShapeMismatch {
+        op,
+        detail: format!("dimension {value} exceeds u32"),
+    })
 }
 
 /// Workgroups for a grid-stride loop over `n` items, `per_group` at a time (capped at the

@@ -19,16 +19,34 @@ struct ReduceParams {
 const CHUNK: usize = 4096;
 
 /// Records out[r] = Σ_j f(x[r, j]) for x viewed as (rows, cols).
-fn reduce_rows(step: &mut Step, entry: &'static str, x: &Tensor, rows: usize, cols: usize) -> Result<Tensor> {
+fn reduce_rows(
+    step: &mut Step,
+    entry: &'static str,
+    x: &Tensor,
+    rows: usize,
+    cols: usize,
+) -> Result<Tensor> {
     let out = Tensor::uninit(step.gpu, &[rows])?;
     if rows == 0 {
         return Ok(out);
     }
     let grid_x = rows.min(65535);
-    let params = ReduceParams { rows: to_u32(entry, rows)?, cols: to_u32(entry, cols)?, total: to_u32(entry, x.len())?, grid_x: to_u32(entry, grid_x)? };
+    let params = ReduceParams {
+        rows: to_u32(entry, rows)?,
+        cols: to_u32(entry, cols)?,
+        total: to_u32(entry, x.len())?,
+        grid_x: to_u32(entry, grid_x)?,
+    };
     let kernel = step.gpu.kernel(&shaders::REDUCE, entry, vec![]);
     let groups = [grid_x as u64, rows.div_ceil(grid_x) as u64, 1];
-    step.push(KernelOp::new(step.gpu, entry, kernel, &params, &[(1, x), (2, &out)], groups)?);
+    step.push(KernelOp::new(
+        step.gpu,
+        entry,
+        kernel,
+        &params,
+        &[(1, x), (2, &out)],
+        groups,
+    )?);
     Ok(out)
 }
 

@@ -55,12 +55,21 @@ pub(crate) fn householder_q(y: &[f32], m: usize, l: usize) -> Vec<f32> {
 }
 
 /// The small SVD B = Ũ Σ Ṽᵀ of B (ℓ×n, ℓ ≤ n), truncated to r: (Ũ_r ℓ×r, σ_1..σ_r, Ṽ_r n×r).
-pub(crate) fn small_svd(b: &[f32], l: usize, n: usize, r: usize) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+pub(crate) fn small_svd(
+    b: &[f32],
+    l: usize,
+    n: usize,
+    r: usize,
+) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     let svd = to_mat(b, l, n).thin_svd().ok()?;
     let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
-    let u_r = (0..l).flat_map(|i| (0..r).map(move |j| u[(i, j)])).collect();
+    let u_r = (0..l)
+        .flat_map(|i| (0..r).map(move |j| u[(i, j)]))
+        .collect();
     let s_r = (0..r).map(|j| s[j]).collect();
-    let v_r = (0..n).flat_map(|i| (0..r).map(move |j| v[(i, j)])).collect();
+    let v_r = (0..n)
+        .flat_map(|i| (0..r).map(move |j| v[(i, j)]))
+        .collect();
     Some((u_r, s_r, v_r))
 }
 
@@ -72,13 +81,24 @@ mod tests {
     fn r_inverse_orthonormalises() {
         // Y (5×3) → Y·R⁻¹ must have identity Gram.
         let y: Vec<f32> = (0..15).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
-        let g: Vec<f32> = (0..9).map(|e| (0..5).map(|k| y[k * 3 + e / 3] * y[k * 3 + e % 3]).sum()).collect();
+        let g: Vec<f32> = (0..9)
+            .map(|e| (0..5).map(|k| y[k * 3 + e / 3] * y[k * 3 + e % 3]).sum())
+            .collect();
         let rinv = cholesky_r_inverse(&g, 3).expect("full-rank Gram");
-        let q: Vec<f32> = (0..15).map(|e| (0..3).map(|k| y[(e / 3) * 3 + k] * rinv[k * 3 + e % 3]).sum()).collect();
+        let q: Vec<f32> = (0..15)
+            .map(|e| {
+                (0..3)
+                    .map(|k| y[(e / 3) * 3 + k] * rinv[k * 3 + e % 3])
+                    .sum()
+            })
+            .collect();
         for a in 0..3 {
             for b in 0..3 {
                 let dot: f32 = (0..5).map(|k| q[k * 3 + a] * q[k * 3 + b]).sum();
-                assert!((dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5, "QᵀQ[{a},{b}] = {dot}");
+                assert!(
+                    (dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5,
+                    "QᵀQ[{a},{b}] = {dot}"
+                );
             }
         }
     }
@@ -90,6 +110,10 @@ mod tests {
         assert!(cholesky_r_inverse(&g, 2).is_none());
         let q = householder_q(&y, 3, 2);
         let dot = |a: usize, b: usize| (0..3).map(|k| q[k * 2 + a] * q[k * 2 + b]).sum::<f32>();
-        assert!((dot(0, 0) - 1.0).abs() < 1e-6 && (dot(1, 1) - 1.0).abs() < 1e-6 && dot(0, 1).abs() < 1e-6);
+        assert!(
+            (dot(0, 0) - 1.0).abs() < 1e-6
+                && (dot(1, 1) - 1.0).abs() < 1e-6
+                && dot(0, 1).abs() < 1e-6
+        );
     }
 }

@@ -30,7 +30,11 @@ pub struct SvdOptions {
 
 impl Default for SvdOptions {
     fn default() -> Self {
-        SvdOptions { oversample: 10, power_iters: 2, seed: 0 }
+        SvdOptions {
+            oversample: 10,
+            power_iters: 2,
+            seed: 0,
+        }
     }
 }
 
@@ -67,10 +71,16 @@ fn check(ws: &[&Tensor], rank: usize, opts: &SvdOptions) -> Result<Vec<Dims>> {
         .enumerate()
         .map(|(i, w)| {
             let &[m, n] = w.shape() else {
-                return Err(Error::ShapeMismatch { op: "svd_truncated", detail: format!("matrix {i} must be 2D, got shape {:?}", w.shape()) });
+                return Err(Error::ShapeMismatch {
+                    op: "svd_truncated",
+                    detail: format!("matrix {i} must be 2D, got shape {:?}", w.shape()),
+                });
             };
             if m == 0 || n == 0 {
-                return Err(Error::EmptyMatrix { what: format!("matrix {i} of svd_truncated"), shape: vec![m, n] });
+                return Err(Error::EmptyMatrix {
+                    what: format!("matrix {i} of svd_truncated"),
+                    shape: vec![m, n],
+                });
             }
             let max = m.min(n);
             if rank == 0 || rank > max {
@@ -78,7 +88,11 @@ fn check(ws: &[&Tensor], rank: usize, opts: &SvdOptions) -> Result<Vec<Dims>> {
             }
             // ℓ rounded up to a multiple of 4 (a little more oversampling, never less accurate):
             // the kernels read rows as vec4s, and ℓ-wide operands then need no padding copies.
-            Ok(Dims { m, n, l: (rank + opts.oversample).next_multiple_of(4).min(max) })
+            Ok(Dims {
+                m,
+                n,
+                l: (rank + opts.oversample).next_multiple_of(4).min(max),
+            })
         })
         .collect()
 }
@@ -94,13 +108,19 @@ fn check(ws: &[&Tensor], rank: usize, opts: &SvdOptions) -> Result<Vec<Dims>> {
 /// ```
 pub async fn svd_truncated(gpu: &Gpu, w: &Tensor, rank: usize, opts: &SvdOptions) -> Result<Svd> {
     let (mut svds, _) = svd_truncated_batch(gpu, &[w], rank, opts).await?;
-    svds.pop().ok_or_else(|| Error::Numerical("svd_truncated returned nothing".into()))
+    svds.pop()
+        .ok_or_else(|| Error::Numerical("svd_truncated returned nothing".into()))
 }
 
 /// Truncated SVDs of many matrices (a whole model's layers) to the same rank, in lockstep: each
 /// stage records every matrix's products into one submit and reads every result back at once.
 /// Signs are deterministic: the largest-magnitude entry of each column of U is positive.
-pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &SvdOptions) -> Result<(Vec<Svd>, SvdStats)> {
+pub async fn svd_truncated_batch(
+    gpu: &Gpu,
+    ws: &[&Tensor],
+    rank: usize,
+    opts: &SvdOptions,
+) -> Result<(Vec<Svd>, SvdStats)> {
     let dims = check(ws, rank, opts)?;
     let mut stats = SvdStats::default();
     let first_t = Gemm::default().trans_a(true);
@@ -118,28 +138,74 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
         let omega_t: Vec<f32> = (0..d.l * d.n).map(|_| rng.normal() as f32).collect();
         omega_ts.push(Tensor::from_slice(gpu, &[d.l, d.n], &omega_t)?);
     }
-    let yts = products(&mut step, &with_wt, &omega_ts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?;
+    let yts = products(
+        &mut step,
+        &with_wt,
+        &omega_ts.iter().collect::<Vec<_>>(),
+        ws,
+        |d| [d.l, d.m],
+        &dims,
+    )?;
     // Subspace iteration only needs each intermediate basis to span the right space, which one
     // CholeskyQR pass gives; only the Q that B = QᵀW is formed with must be orthonormal to
     // rounding, so only it gets the second pass.
     let passes = |last: bool| if last { 2 } else { 1 };
-    let (mut qts, mut step) = orth(gpu, step, yts, &mut stats, true, passes(opts.power_iters == 0)).await?;
+    let (mut qts, mut step) = orth(
+        gpu,
+        step,
+        yts,
+        &mut stats,
+        true,
+        passes(opts.power_iters == 0),
+    )
+    .await?;
 
     for iter in 0..opts.power_iters {
-        let zts = products(&mut step, &plain, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?; // Zᵀ = Qᵀ W
+        let zts = products(
+            &mut step,
+            &plain,
+            &qts.iter().collect::<Vec<_>>(),
+            ws,
+            |d| [d.l, d.n],
+            &dims,
+        )?; // Zᵀ = Qᵀ W
         let (zts, next) = orth(gpu, step, zts, &mut stats, false, 1).await?;
         step = next;
-        let yts = products(&mut step, &with_wt, &zts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.m], &dims)?; // Yᵀ = Zᵀ Wᵀ
-        (qts, step) = orth(gpu, step, yts, &mut stats, false, passes(iter + 1 == opts.power_iters)).await?;
+        let yts = products(
+            &mut step,
+            &with_wt,
+            &zts.iter().collect::<Vec<_>>(),
+            ws,
+            |d| [d.l, d.m],
+            &dims,
+        )?; // Yᵀ = Zᵀ Wᵀ
+        (qts, step) = orth(
+            gpu,
+            step,
+            yts,
+            &mut stats,
+            false,
+            passes(iter + 1 == opts.power_iters),
+        )
+        .await?;
     }
 
     // B = Qᵀ W (ℓ×n), its SVD on the host. (`step` also holds the last orth()'s products.)
-    let bs = products(&mut step, &plain, &qts.iter().collect::<Vec<_>>(), ws, |d| [d.l, d.n], &dims)?;
+    let bs = products(
+        &mut step,
+        &plain,
+        &qts.iter().collect::<Vec<_>>(),
+        ws,
+        |d| [d.l, d.n],
+        &dims,
+    )?;
     submit(step, &mut stats)?;
     let bs = read(gpu, &bs, &mut stats).await?;
     let mut smalls = Vec::with_capacity(ws.len());
     for (i, (b, d)) in bs.iter().zip(&dims).enumerate() {
-        let svd = small_svd(b, d.l, d.n, rank).ok_or_else(|| Error::Numerical(format!("the small SVD of matrix {i} did not converge")))?;
+        let svd = small_svd(b, d.l, d.n, rank).ok_or_else(|| {
+            Error::Numerical(format!("the small SVD of matrix {i} did not converge"))
+        })?;
         smalls.push(svd);
     }
 
@@ -159,27 +225,51 @@ pub async fn svd_truncated_batch(gpu: &Gpu, ws: &[&Tensor], rank: usize, opts: &
 
     let mut step = Step::new(gpu, "svd: U");
     let mut out = Vec::with_capacity(ws.len());
-    for ((((qt, ut), (u_small, s, v_small)), ut_host), d) in qts.iter().zip(&uts).zip(smalls).zip(&ut_values).zip(&dims) {
+    for ((((qt, ut), (u_small, s, v_small)), ut_host), d) in
+        qts.iter().zip(&uts).zip(smalls).zip(&ut_values).zip(&dims)
+    {
         let signs: Vec<f64> = ut_host
             .chunks(d.m)
             .map(|row| {
-                let biggest = row.iter().fold(0.0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
-                if biggest < 0.0 { -1.0 } else { 1.0 }
+                let biggest = row
+                    .iter()
+                    .fold(0.0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
+                if biggest < 0.0 {
+                    -1.0
+                } else {
+                    1.0
+                }
             })
             .collect();
-        let flip = |m: &[f64]| m.iter().enumerate().map(|(e, &x)| (x * signs[e % rank]) as f32).collect::<Vec<f32>>();
+        let flip = |m: &[f64]| {
+            m.iter()
+                .enumerate()
+                .map(|(e, &x)| (x * signs[e % rank]) as f32)
+                .collect::<Vec<f32>>()
+        };
         let u_small = Tensor::from_slice(gpu, &[d.l, rank], &flip(&u_small))?;
         gemm(&mut step, &first_t, &u_small, qt, ut)?;
         let u = transpose(&mut step, ut)?;
         let v = Tensor::from_slice(gpu, &[d.n, rank], &flip(&v_small))?;
-        out.push(Svd { u, s: to_f32(&s), v });
+        out.push(Svd {
+            u,
+            s: to_f32(&s),
+            v,
+        });
     }
     submit(step, &mut stats)?;
     Ok((out, stats))
 }
 
 /// Records out_i = op(A_i)·op(B_i) for every matrix into `step`, out_i of shape `shape(dims_i)`.
-fn products(step: &mut Step, g: &Gemm, lhs: &[&Tensor], rhs: &[&Tensor], shape: impl Fn(&Dims) -> [usize; 2], dims: &[Dims]) -> Result<Vec<Tensor>> {
+fn products(
+    step: &mut Step,
+    g: &Gemm,
+    lhs: &[&Tensor],
+    rhs: &[&Tensor],
+    shape: impl Fn(&Dims) -> [usize; 2],
+    dims: &[Dims],
+) -> Result<Vec<Tensor>> {
     let mut out = Vec::with_capacity(dims.len());
     for ((a, b), d) in lhs.iter().zip(rhs).zip(dims) {
         let c = Tensor::uninit(step.gpu(), &shape(d))?;
@@ -204,7 +294,14 @@ async fn read(gpu: &Gpu, tensors: &[Tensor], stats: &mut SvdStats) -> Result<Vec
 /// so each pass costs one submit and one read. Returns the Qᵀs and a step holding the last
 /// R⁻ᵀ·Yᵀ products, still pending, for the caller's next products to join. On the first call a
 /// non-finite Gram can only come from NaN/Inf in W (or overflow), so it is reported as such.
-async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut yts: Vec<Tensor>, stats: &mut SvdStats, first: bool, passes: usize) -> Result<(Vec<Tensor>, Step<'g>)> {
+async fn orth<'g>(
+    gpu: &'g Gpu,
+    mut step: Step<'g>,
+    mut yts: Vec<Tensor>,
+    stats: &mut SvdStats,
+    first: bool,
+    passes: usize,
+) -> Result<(Vec<Tensor>, Step<'g>)> {
     let mut done = vec![false; yts.len()];
     for _pass in 0..passes {
         let mut grams = Vec::with_capacity(yts.len());
@@ -224,21 +321,36 @@ async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut yts: Vec<Tensor>, stats:
             }
             let (l, rows) = (yts[i].shape()[0], yts[i].shape()[1]);
             if gram.iter().any(|v| !v.is_finite()) {
-                let what = if first { "contains NaN or Inf, or values whose products overflow f32" } else { "overflowed f32 during power iteration" };
-                return Err(Error::NonFinite(format!("svd_truncated: matrix {i} {what}")));
+                let what = if first {
+                    "contains NaN or Inf, or values whose products overflow f32"
+                } else {
+                    "overflowed f32 during power iteration"
+                };
+                return Err(Error::NonFinite(format!(
+                    "svd_truncated: matrix {i} {what}"
+                )));
             }
             match cholesky_r_inverse(gram, l) {
                 Some(r_inv) => {
                     let r_inv = Tensor::from_slice(gpu, &[l, l], &r_inv)?;
                     let qt = Tensor::uninit(gpu, &[l, rows])?;
-                    gemm(&mut step, &Gemm::default().trans_a(true), &r_inv, &yts[i], &qt)?; // Qᵀ = R⁻ᵀ Yᵀ
+                    gemm(
+                        &mut step,
+                        &Gemm::default().trans_a(true),
+                        &r_inv,
+                        &yts[i],
+                        &qt,
+                    )?; // Qᵀ = R⁻ᵀ Yᵀ
                     yts[i] = qt;
                 }
                 None => {
                     // Rank-deficient or too ill-conditioned for an f32 Gram: orthonormalise on
                     // the host, which is exact in either case (one extra round trip).
                     stats.fallbacks += 1;
-                    let yt = read(gpu, std::slice::from_ref(&yts[i]), stats).await?.pop().unwrap_or_default();
+                    let yt = read(gpu, std::slice::from_ref(&yts[i]), stats)
+                        .await?
+                        .pop()
+                        .unwrap_or_default();
                     let q = householder_q(&transpose_host(&yt, l, rows), rows, l);
                     yts[i] = Tensor::from_slice(gpu, &[l, rows], &transpose_host(&q, rows, l))?;
                     done[i] = true;
@@ -251,5 +363,7 @@ async fn orth<'g>(gpu: &'g Gpu, mut step: Step<'g>, mut yts: Vec<Tensor>, stats:
 
 /// Row-major (rows×cols) to (cols×rows).
 fn transpose_host(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols * rows).map(|e| x[(e % rows) * cols + e / rows]).collect()
+    (0..cols * rows)
+        .map(|e| x[(e % rows) * cols + e / rows])
+        .collect()
 }

@@ -70,11 +70,15 @@ fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
 }
 
 fn get_f64(obj: &JsValue, key: &str) -> Option<f64> {
-    js_sys::Reflect::get(obj, &JsValue::from_str(key)).ok().and_then(|v| v.as_f64())
+    js_sys::Reflect::get(obj, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_f64())
 }
 
 fn get_bool(obj: &JsValue, key: &str) -> Option<bool> {
-    js_sys::Reflect::get(obj, &JsValue::from_str(key)).ok().and_then(|v| v.as_bool())
+    js_sys::Reflect::get(obj, &JsValue::from_str(key))
+        .ok()
+        .and_then(|v| v.as_bool())
 }
 
 fn gemm_options(options: Option<JsGemmOptions>) -> Gemm {
@@ -84,11 +88,15 @@ fn gemm_options(options: Option<JsGemmOptions>) -> Gemm {
         g.trans_b = get_bool(&o, "transB").unwrap_or(false);
         g.alpha = get_f64(&o, "alpha").unwrap_or(1.0) as f32;
         g.beta = get_f64(&o, "beta").unwrap_or(0.0) as f32;
-        let kernel = js_sys::Reflect::get(&o, &JsValue::from_str("kernel")).unwrap_or(JsValue::UNDEFINED);
+        let kernel =
+            js_sys::Reflect::get(&o, &JsValue::from_str("kernel")).unwrap_or(JsValue::UNDEFINED);
         if kernel.as_string().as_deref() == Some("naive") {
             g.kernel = MatmulKernel::Naive;
         } else if let (Some(wx), Some(wy)) = (get_f64(&kernel, "wx"), get_f64(&kernel, "wy")) {
-            g.kernel = MatmulKernel::Tiled(TileConfig { wx: wx as u32, wy: wy as u32 });
+            g.kernel = MatmulKernel::Tiled(TileConfig {
+                wx: wx as u32,
+                wy: wy as u32,
+            });
         }
     }
     g
@@ -97,7 +105,11 @@ fn gemm_options(options: Option<JsGemmOptions>) -> Gemm {
 fn svd_options(options: Option<JsSvdOptions>) -> SvdOptions {
     let mut opts = SvdOptions::default();
     if let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) {
-        let count = |key: &str, default: usize| get_f64(&o, key).filter(|v| *v >= 0.0).map_or(default, |v| v as usize);
+        let count = |key: &str, default: usize| {
+            get_f64(&o, key)
+                .filter(|v| *v >= 0.0)
+                .map_or(default, |v| v as usize)
+        };
         opts.oversample = count("oversample", opts.oversample);
         opts.power_iters = count("powerIters", opts.power_iters);
         opts.seed = count("seed", 0) as u64;
@@ -107,9 +119,23 @@ fn svd_options(options: Option<JsSvdOptions>) -> SvdOptions {
 
 fn svd_to_js(svd: Svd, gpu: &Rc<crate::Gpu>) -> JsValue {
     let obj = js_sys::Object::new();
-    set(&obj, "u", JsTensor { inner: Rc::new(svd.u), gpu: gpu.clone() });
+    set(
+        &obj,
+        "u",
+        JsTensor {
+            inner: Rc::new(svd.u),
+            gpu: gpu.clone(),
+        },
+    );
     set(&obj, "s", Float32Array::from(svd.s.as_slice()));
-    set(&obj, "v", JsTensor { inner: Rc::new(svd.v), gpu: gpu.clone() });
+    set(
+        &obj,
+        "v",
+        JsTensor {
+            inner: Rc::new(svd.v),
+            gpu: gpu.clone(),
+        },
+    );
     obj.into()
 }
 
@@ -119,7 +145,9 @@ impl JsGpu {
     /// missing or no adapter is available.
     pub async fn request() -> Result<JsGpu, JsValue> {
         let gpu = crate::Gpu::request().await.map_err(js_error)?;
-        Ok(JsGpu { inner: Rc::new(gpu) })
+        Ok(JsGpu {
+            inner: Rc::new(gpu),
+        })
     }
 
     /// The adapter's name, backend and type.
@@ -139,14 +167,20 @@ impl JsGpu {
     pub fn tensor(&self, data: &[f32], shape: Vec<u32>) -> Result<JsTensor, JsValue> {
         let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
         let t = crate::Tensor::from_slice(&self.inner, &shape, data).map_err(js_error)?;
-        Ok(JsTensor { inner: Rc::new(t), gpu: self.inner.clone() })
+        Ok(JsTensor {
+            inner: Rc::new(t),
+            gpu: self.inner.clone(),
+        })
     }
 
     /// A tensor of zeros.
     pub fn zeros(&self, shape: Vec<u32>) -> Result<JsTensor, JsValue> {
         let shape: Vec<usize> = shape.into_iter().map(|d| d as usize).collect();
         let t = crate::Tensor::zeros(&self.inner, &shape).map_err(js_error)?;
-        Ok(JsTensor { inner: Rc::new(t), gpu: self.inner.clone() })
+        Ok(JsTensor {
+            inner: Rc::new(t),
+            gpu: self.inner.clone(),
+        })
     }
 
     /// C = A·B (2D, or batched 3D), computed on the GPU; read it with `await c.read()`.
@@ -154,11 +188,21 @@ impl JsGpu {
         let mut step = Step::new(&self.inner, "matmul");
         let c = linalg::matmul(&mut step, &a.inner, &b.inner).map_err(js_error)?;
         step.submit().map_err(js_error)?;
-        Ok(JsTensor { inner: Rc::new(c), gpu: self.inner.clone() })
+        Ok(JsTensor {
+            inner: Rc::new(c),
+            gpu: self.inner.clone(),
+        })
     }
 
     /// C = alpha·op(A)·op(B) + beta·C in place, `repeat` times in one submit (for benchmarks).
-    pub fn gemm(&self, a: &JsTensor, b: &JsTensor, c: &JsTensor, options: Option<JsGemmOptions>, repeat: Option<u32>) -> Result<(), JsValue> {
+    pub fn gemm(
+        &self,
+        a: &JsTensor,
+        b: &JsTensor,
+        c: &JsTensor,
+        options: Option<JsGemmOptions>,
+        repeat: Option<u32>,
+    ) -> Result<(), JsValue> {
         let g = gemm_options(options);
         let mut step = Step::new(&self.inner, "gemm");
         for _ in 0..repeat.unwrap_or(1).max(1) {
@@ -173,7 +217,9 @@ impl JsGpu {
     pub fn svd(&self, w: &JsTensor, rank: u32, options: Option<JsSvdOptions>) -> JsSvdPromise {
         let (gpu, w, opts) = (self.inner.clone(), w.inner.clone(), svd_options(options));
         future_to_promise(async move {
-            let svd = linalg::svd_truncated(&gpu, &w, rank as usize, &opts).await.map_err(js_error)?;
+            let svd = linalg::svd_truncated(&gpu, &w, rank as usize, &opts)
+                .await
+                .map_err(js_error)?;
             Ok(svd_to_js(svd, &gpu))
         })
         .unchecked_into()
@@ -183,7 +229,12 @@ impl JsGpu {
     /// fixed number of GPU round trips; resolves to one `{u, s, v}` per matrix.
     /// The tensors stay usable afterwards.
     #[wasm_bindgen(js_name = svdBatch)]
-    pub fn svd_batch(&self, #[wasm_bindgen(unchecked_param_type = "Tensor[]")] ws: js_sys::Array, rank: u32, options: Option<JsSvdOptions>) -> Result<JsSvdBatchPromise, JsValue> {
+    pub fn svd_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Tensor[]")] ws: js_sys::Array,
+        rank: u32,
+        options: Option<JsSvdOptions>,
+    ) -> Result<JsSvdBatchPromise, JsValue> {
         let (gpu, opts) = (self.inner.clone(), svd_options(options));
         // Taking `Vec<Tensor>` would make JS give the caller's tensors up; converting a handle
         // from `clone()` instead leaves the caller's own.
@@ -195,14 +246,28 @@ impl JsGpu {
                     .ok()
                     .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
                     .and_then(|f| f.call0(&t).ok())
-                    .ok_or_else(|| JsValue::from(JsError::new(&format!("svdBatch: element {i} is not a Tensor"))))?;
-                JsTensor::try_from_js_value(clone).map(|t| t.inner).map_err(|_| JsError::new(&format!("svdBatch: element {i} is not a Tensor")).into())
+                    .ok_or_else(|| {
+                        JsValue::from(JsError::new(&format!(
+                            "svdBatch: element {i} is not a Tensor"
+                        )))
+                    })?;
+                JsTensor::try_from_js_value(clone)
+                    .map(|t| t.inner)
+                    .map_err(|_| {
+                        JsError::new(&format!("svdBatch: element {i} is not a Tensor")).into()
+                    })
             })
             .collect::<Result<Vec<_>, JsValue>>()?;
         Ok(future_to_promise(async move {
             let refs: Vec<&crate::Tensor> = ws.iter().map(|t| t.as_ref()).collect();
-            let (svds, _) = linalg::svd_truncated_batch(&gpu, &refs, rank as usize, &opts).await.map_err(js_error)?;
-            Ok(svds.into_iter().map(|s| svd_to_js(s, &gpu)).collect::<js_sys::Array>().into())
+            let (svds, _) = linalg::svd_truncated_batch(&gpu, &refs, rank as usize, &opts)
+                .await
+                .map_err(js_error)?;
+            Ok(svds
+                .into_iter()
+                .map(|s| svd_to_js(s, &gpu))
+                .collect::<js_sys::Array>()
+                .into())
         })
         .unchecked_into())
     }
@@ -233,7 +298,10 @@ impl JsTensor {
     /// Another handle to the same GPU buffer (the buffer is freed when every handle is).
     #[allow(clippy::should_implement_trait)]
     pub fn clone(&self) -> JsTensor {
-        JsTensor { inner: self.inner.clone(), gpu: self.gpu.clone() }
+        JsTensor {
+            inner: self.inner.clone(),
+            gpu: self.gpu.clone(),
+        }
     }
 
     /// Downloads the values (row-major).

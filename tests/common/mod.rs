@@ -9,7 +9,9 @@ pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| match pollster::block_on(Gpu::request()) {
         Ok(gpu) => Some(gpu),
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but no GPU adapter: {e}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but no GPU adapter: {e}")
+        }
         Err(e) => {
             eprintln!("skipping GPU test: {e}");
             None

@@ -1,6 +1,8 @@
 //! CPU references the GPU kernels are tested against: plain f64 loops, written for clarity,
 //! plus the one comparison helper every test uses.
 
+pub mod adapter;
+
 pub use crate::random::Rng;
 
 /// C = α·op(A)·op(B) + β·C in f64, batched like `linalg::gemm`: A is (batch_a, m, k) or, with
@@ -29,12 +31,24 @@ pub fn gemm(
             for j in 0..n {
                 let mut s = 0.0f64;
                 for p in 0..k {
-                    let av = if trans_a { a[a0 + p * m + i] } else { a[a0 + i * k + p] };
-                    let bv = if trans_b { b[b0 + j * k + p] } else { b[b0 + p * n + j] };
+                    let av = if trans_a {
+                        a[a0 + p * m + i]
+                    } else {
+                        a[a0 + i * k + p]
+                    };
+                    let bv = if trans_b {
+                        b[b0 + j * k + p]
+                    } else {
+                        b[b0 + p * n + j]
+                    };
                     s += av as f64 * bv as f64;
                 }
                 let idx = z * m * n + i * n + j;
-                let prev = if beta != 0.0 { beta * c[idx] as f64 } else { 0.0 };
+                let prev = if beta != 0.0 {
+                    beta * c[idx] as f64
+                } else {
+                    0.0
+                };
                 out[idx] = alpha * s + prev;
             }
         }
@@ -57,7 +71,9 @@ pub fn transpose(batch: usize, rows: usize, cols: usize, x: &[f32]) -> Vec<f64> 
 
 /// Σ_j f(x[r, j]) for each row of a (rows, cols) matrix.
 pub fn sum_rows(x: &[f32], cols: usize, f: impl Fn(f64) -> f64) -> Vec<f64> {
-    x.chunks(cols.max(1)).map(|row| row.iter().map(|&v| f(v as f64)).sum()).collect()
+    x.chunks(cols.max(1))
+        .map(|row| row.iter().map(|&v| f(v as f64)).sum())
+        .collect()
 }
 
 /// How far `got` is from `want`.
@@ -71,7 +87,11 @@ pub struct Comparison {
 
 /// Compares element by element with the tolerance |got − want| ≤ atol + rtol·|want|.
 pub fn compare(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Comparison {
-    let mut cmp = Comparison { first_bad: None, max_abs: 0.0, max_rel: 0.0 };
+    let mut cmp = Comparison {
+        first_bad: None,
+        max_abs: 0.0,
+        max_rel: 0.0,
+    };
     if got.len() != want.len() {
         cmp.first_bad = Some(got.len().min(want.len()));
         return cmp;
@@ -94,7 +114,13 @@ pub fn compare(got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Comparison {
 /// Panics with a full report (name, first bad index and values, max abs/rel, tolerance) when
 /// `got` is not within tolerance of `want`. For tests.
 pub fn assert_close(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{name}: length {} != expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{name}: length {} != expected {}",
+        got.len(),
+        want.len()
+    );
     let cmp = compare(got, want, atol, rtol);
     if let Some(i) = cmp.first_bad {
         panic!(
@@ -108,11 +134,17 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64)
 /// row-major, singular values largest first.
 pub fn svd(m: usize, n: usize, w: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mat = faer::Mat::from_fn(m, n, |i, j| w[i * n + j] as f64);
-    let svd = mat.thin_svd().expect("faer's SVD converges on finite input");
+    let svd = mat
+        .thin_svd()
+        .expect("faer's SVD converges on finite input");
     let k = m.min(n);
     let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
-    let u = (0..m).flat_map(|i| (0..k).map(move |j| u[(i, j)])).collect();
-    let v = (0..n).flat_map(|i| (0..k).map(move |j| v[(i, j)])).collect();
+    let u = (0..m)
+        .flat_map(|i| (0..k).map(move |j| u[(i, j)]))
+        .collect();
+    let v = (0..n)
+        .flat_map(|i| (0..k).map(move |j| v[(i, j)]))
+        .collect();
     (u, (0..k).map(|j| s[j]).collect(), v)
 }
 
@@ -135,17 +167,29 @@ pub struct SvdAccuracy {
 /// Largest principal angle between the column spans of orthonormal A (rows×r, exact, row-major
 /// with `a_cols` columns of which the first r are used) and B (rows×r): asin ‖(I − A Aᵀ) B‖₂.
 /// Only the first `used` columns of both are compared.
-fn max_principal_angle(rows: usize, r: usize, used: usize, a: &[f64], a_cols: usize, b: &[f32]) -> f64 {
+fn max_principal_angle(
+    rows: usize,
+    r: usize,
+    used: usize,
+    a: &[f64],
+    a_cols: usize,
+    b: &[f32],
+) -> f64 {
     let mut resid = faer::Mat::from_fn(rows, used, |i, j| b[i * r + j] as f64);
     for j in 0..used {
         for c in 0..used {
-            let dot: f64 = (0..rows).map(|i| a[i * a_cols + c] * b[i * r + j] as f64).sum();
+            let dot: f64 = (0..rows)
+                .map(|i| a[i * a_cols + c] * b[i * r + j] as f64)
+                .sum();
             for i in 0..rows {
                 resid[(i, j)] -= a[i * a_cols + c] * dot;
             }
         }
     }
-    let sigma_max = resid.singular_values().map(|s| s.first().copied().unwrap_or(0.0)).unwrap_or(f64::NAN);
+    let sigma_max = resid
+        .singular_values()
+        .map(|s| s.first().copied().unwrap_or(0.0))
+        .unwrap_or(f64::NAN);
     sigma_max.min(1.0).asin()
 }
 
@@ -156,11 +200,15 @@ pub fn svd_accuracy(m: usize, n: usize, w: &[f32], u: &[f32], s: &[f32], v: &[f3
     let k = m.min(n);
     let zero = 1e-6 * s_ref[0];
     let used = (0..r).take_while(|&i| s_ref[i] > zero).count();
-    let sigma_rel_err = (0..r).map(|i| (s[i] as f64 - s_ref[i]).abs() / if s_ref[i] > zero { s_ref[i] } else { s_ref[0] }).fold(0.0, f64::max);
+    let sigma_rel_err = (0..r)
+        .map(|i| (s[i] as f64 - s_ref[i]).abs() / if s_ref[i] > zero { s_ref[i] } else { s_ref[0] })
+        .fold(0.0, f64::max);
     let mut resid2 = 0.0;
     for i in 0..m {
         for j in 0..n {
-            let approx: f64 = (0..r).map(|c| u[i * r + c] as f64 * s[c] as f64 * v[j * r + c] as f64).sum();
+            let approx: f64 = (0..r)
+                .map(|c| u[i * r + c] as f64 * s[c] as f64 * v[j * r + c] as f64)
+                .sum();
             resid2 += (w[i * n + j] as f64 - approx).powi(2);
         }
     }
@@ -170,7 +218,11 @@ pub fn svd_accuracy(m: usize, n: usize, w: &[f32], u: &[f32], s: &[f32], v: &[f3
         sigma_rel_err,
         angle_u: max_principal_angle(m, r, used, &u_ref, k, u),
         angle_v: max_principal_angle(n, r, used, &v_ref, k, v),
-        residual_ratio: if tail2 > 1e-12 * total2 { (resid2 / tail2).sqrt() } else { (resid2 / total2).sqrt() },
+        residual_ratio: if tail2 > 1e-12 * total2 {
+            (resid2 / tail2).sqrt()
+        } else {
+            (resid2 / total2).sqrt()
+        },
     }
 }
 
@@ -180,12 +232,18 @@ pub fn matrix_with_spectrum(m: usize, n: usize, sigma: &[f64], seed: u64) -> Vec
     let k = sigma.len();
     assert!(k <= m.min(n), "{k} singular values for a {m}×{n} matrix");
     let mut rng = Rng::new(seed);
-    let mut orthonormal = |rows: usize| faer::Mat::from_fn(rows, k, |_, _| rng.normal()).qr().compute_thin_Q();
+    let mut orthonormal = |rows: usize| {
+        faer::Mat::from_fn(rows, k, |_, _| rng.normal())
+            .qr()
+            .compute_thin_Q()
+    };
     let (u, v) = (orthonormal(m), orthonormal(n));
     let mut w = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
-            w[i * n + j] = (0..k).map(|c| u[(i, c)] * sigma[c] * v[(j, c)]).sum::<f64>() as f32;
+            w[i * n + j] = (0..k)
+                .map(|c| u[(i, c)] * sigma[c] * v[(j, c)])
+                .sum::<f64>() as f32;
         }
     }
     w

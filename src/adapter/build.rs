@@ -1,0 +1,289 @@
+//! Building an adapter: checking the targets, finding each band's basis with the truncated
+//! SVD (all targets in one batched pipeline), initial values by kind, and the frozen
+//! W_res = W − U₁S₁V₁ᵀ, recorded for every layer in one submit.
+
+use sha2::{Digest, Sha256};
+
+use crate::adapter::kernels::{scale_columns, RotationState, MAX_ROTATION_RANK};
+use crate::adapter::{Adapter, AdapterConfig, AdapterKind, Basis, LayerAdapter, LayerParams};
+use crate::error::{Error, Result};
+use crate::gpu::{read_many, Gpu, Step, Tensor};
+use crate::linalg::{copy, gemm, svd_truncated_batch, Gemm};
+use crate::random::Rng;
+use crate::train::{ParamSpec, Params};
+
+/// A band's basis on the host: U₁ (m×r), S₁ (r), V₁ (n×r), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBasis {
+    pub u: Vec<f32>,
+    pub s: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// sha256 of a weight's f32 values as little-endian bytes, in hex.
+pub(crate) fn weight_hash(values: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for v in values {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// (m, n) of each target, after checking the configuration against it.
+pub(crate) fn check_targets(
+    config: &AdapterConfig,
+    targets: &[(&str, &Tensor)],
+) -> Result<Vec<(usize, usize)>> {
+    let r = config.rank;
+    if targets.is_empty() {
+        return Err(Error::InvalidAdapter("no target layers were given".into()));
+    }
+    if config.kind == AdapterKind::SpectralRotation && r > MAX_ROTATION_RANK {
+        return Err(Error::InvalidAdapter(format!(
+            "spectral rotation rank {r} is over the maximum of {MAX_ROTATION_RANK}"
+        )));
+    }
+    let mut dims = Vec::new();
+    for (i, (name, w)) in targets.iter().enumerate() {
+        if name.is_empty() || targets[..i].iter().any(|(other, _)| other == name) {
+            return Err(Error::InvalidAdapter(format!(
+                "target names must be unique and non-empty, got {name:?} twice or empty"
+            )));
+        }
+        let &[m, n] = w.shape() else {
+            return Err(Error::ShapeMismatch {
+                op: "adapter",
+                detail: format!(
+                    "the weight of {name} must be 2D (out × in), got {:?}",
+                    w.shape()
+                ),
+            });
+        };
+        if m == 0 || n == 0 {
+            return Err(Error::EmptyMatrix {
+                what: format!("the weight of {name}"),
+                shape: vec![m, n],
+            });
+        }
+        let max = m.min(n);
+        if r == 0 || r > max {
+            return Err(Error::InvalidRank { rank: r, m, n, max });
+        }
+        let end = config.band_start() + r;
+        if config.kind.is_spectral_basis() && end > max {
+            return Err(Error::InvalidAdapter(format!(
+                "band {} of rank {r} owns singular vectors {}..{end}, but {name} ({m}×{n}) has only {max}",
+                config.band,
+                config.band_start()
+            )));
+        }
+        dims.push((m, n));
+    }
+    Ok(dims)
+}
+
+/// The band's columns [start, start + r) of a (rows × cols) matrix.
+fn columns(x: &[f32], cols: usize, start: usize, r: usize) -> Vec<f32> {
+    x.chunks(cols)
+        .flat_map(|row| row[start..start + r].iter().copied())
+        .collect()
+}
+
+/// Initial trainable tensors of one layer, by kind (names `<target>.<tensor>`).
+fn initial_params(
+    config: &AdapterConfig,
+    name: &str,
+    (m, n): (usize, usize),
+    basis: Option<&HostBasis>,
+    layer: usize,
+) -> Result<Vec<ParamSpec>> {
+    let r = config.rank;
+    let p = |t: &str| format!("{name}.{t}");
+    Ok(match config.kind {
+        AdapterKind::SpectralAdditive => {
+            let mut v = vec![
+                ParamSpec::zeros(p("a_u"), &[m, r]),
+                ParamSpec::zeros(p("a_v"), &[n, r]),
+            ];
+            if config.train_singular_values {
+                v.push(ParamSpec::zeros(p("offset"), &[r]).no_decay());
+            }
+            v
+        }
+        AdapterKind::SpectralRotation => {
+            let mut v = vec![
+                ParamSpec::zeros(p("p_u"), &[r, r]),
+                ParamSpec::zeros(p("p_v"), &[r, r]),
+            ];
+            if config.train_singular_values {
+                v.push(ParamSpec::with_values(p("scale"), &[r], vec![1.0; r]).no_decay());
+            }
+            v
+        }
+        AdapterKind::Lora => {
+            // PEFT's kaiming_uniform_(a = √5) on A (r×n): bound √(6 / ((1 + 5)·n)) = 1/√n.
+            let bound = 1.0 / (n as f64).sqrt();
+            let mut rng = Rng::new(config.seed ^ (layer as u64).wrapping_mul(0x9E37_79B9));
+            let a = (0..r * n)
+                .map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32)
+                .collect();
+            vec![
+                ParamSpec::with_values(p("lora_a"), &[r, n], a),
+                ParamSpec::zeros(p("lora_b"), &[m, r]),
+            ]
+        }
+        AdapterKind::Pissa => {
+            // PiSSA: A = √(S₁/s) V₁ᵀ, B = U₁ √(S₁/s), so that s·B A = U₁S₁V₁ᵀ (s = α/r, as PEFT).
+            let b = basis.ok_or_else(|| Error::InvalidAdapter("PiSSA needs a basis".into()))?;
+            let root: Vec<f32> =
+                b.s.iter()
+                    .map(|&s| (s / config.scaling()).max(0.0).sqrt())
+                    .collect();
+            let a = (0..r * n)
+                .map(|idx| root[idx / n] * b.v[(idx % n) * r + idx / n])
+                .collect();
+            let bb = (0..m * r).map(|idx| b.u[idx] * root[idx % r]).collect();
+            vec![
+                ParamSpec::with_values(p("lora_a"), &[r, n], a),
+                ParamSpec::with_values(p("lora_b"), &[m, r], bb),
+            ]
+        }
+    })
+}
+
+impl Adapter {
+    /// Builds an adapter of `config` on the named target weights (each m×n, out × in): finds
+    /// each band's singular vectors (one batched SVD for all targets), initialises the
+    /// trainable tensors, and computes W_res. Untrained, it reproduces every x Wᵀ.
+    pub async fn new(
+        gpu: &Gpu,
+        config: AdapterConfig,
+        targets: &[(&str, &Tensor)],
+    ) -> Result<Adapter> {
+        let dims = check_targets(&config, targets)?;
+        let weights: Vec<&Tensor> = targets.iter().map(|(_, w)| *w).collect();
+        let hashes = read_many(gpu, &weights)
+            .await?
+            .iter()
+            .map(|w| weight_hash(w))
+            .collect();
+        let r = config.rank;
+        let bases = if config.kind.is_spectral_basis() {
+            let start = config.band_start();
+            let (svds, _) = svd_truncated_batch(gpu, &weights, start + r, &config.svd).await?;
+            let all: Vec<&Tensor> = svds.iter().flat_map(|s| [&s.u, &s.v]).collect();
+            let host = read_many(gpu, &all).await?;
+            let width = start + r;
+            svds.iter()
+                .zip(host.chunks(2))
+                .map(|(svd, uv)| {
+                    Some(HostBasis {
+                        u: columns(&uv[0], width, start, r),
+                        s: svd.s[start..].to_vec(),
+                        v: columns(&uv[1], width, start, r),
+                    })
+                })
+                .collect()
+        } else {
+            vec![None; targets.len()]
+        };
+        let specs = targets
+            .iter()
+            .zip(&dims)
+            .zip(&bases)
+            .enumerate()
+            .map(|(i, (((name, _), &d), b))| initial_params(&config, name, d, b.as_ref(), i))
+            .collect::<Result<Vec<_>>>()?;
+        Adapter::assemble(gpu, config, targets, bases, specs, hashes)
+    }
+
+    /// Builds the adapter from known bases and parameter values (a new adapter, or a file).
+    pub(crate) fn assemble(
+        gpu: &Gpu,
+        config: AdapterConfig,
+        targets: &[(&str, &Tensor)],
+        bases: Vec<Option<HostBasis>>,
+        specs: Vec<Vec<ParamSpec>>,
+        base_hashes: Vec<String>,
+    ) -> Result<Adapter> {
+        let dims = check_targets(&config, targets)?;
+        let counts: Vec<usize> = specs.iter().map(Vec::len).collect();
+        let params = Params::new(gpu, specs.into_iter().flatten().collect())?;
+        let mut step = Step::new(gpu, "adapter: W_res = W − U₁S₁V₁ᵀ");
+        let mut layers = Vec::new();
+        let mut next = 0;
+        for (((name, w), (m, n)), (basis, count)) in
+            targets.iter().zip(dims).zip(bases.into_iter().zip(counts))
+        {
+            let r = config.rank;
+            let basis = basis
+                .map(|b| -> Result<Basis> {
+                    Ok(Basis {
+                        u: Tensor::from_slice(gpu, &[m, r], &b.u)?,
+                        s: Tensor::from_slice(gpu, &[r], &b.s)?,
+                        v: Tensor::from_slice(gpu, &[n, r], &b.v)?,
+                    })
+                })
+                .transpose()?;
+            let base = match &basis {
+                Some(b) => {
+                    let w_res = copy(&mut step, w)?;
+                    let us = scale_columns(&mut step, &b.u, &b.s, None)?;
+                    gemm(
+                        &mut step,
+                        &Gemm::default().alpha(-1.0).beta(1.0).trans_b(true),
+                        &us,
+                        &b.v,
+                        &w_res,
+                    )?;
+                    w_res
+                }
+                None => w.alias(),
+            };
+            let p: Vec<_> = (next..next + count).map(|i| params.share(i)).collect();
+            next += count;
+            let mut p = p.into_iter();
+            let mut take = || {
+                p.next().ok_or_else(|| {
+                    Error::InvalidAdapter(format!("missing trainable tensors for {name}"))
+                })
+            };
+            let layer_params = match config.kind {
+                AdapterKind::SpectralAdditive => LayerParams::Additive {
+                    a_u: take()?,
+                    a_v: take()?,
+                    offset: config.train_singular_values.then(&mut take).transpose()?,
+                },
+                AdapterKind::SpectralRotation => LayerParams::Rotation {
+                    p_u: take()?,
+                    p_v: take()?,
+                    scale: config.train_singular_values.then(&mut take).transpose()?,
+                    state: RotationState::new(gpu, r)?,
+                },
+                AdapterKind::Lora | AdapterKind::Pissa => LayerParams::Lora {
+                    a: take()?,
+                    b: take()?,
+                    scaling: config.scaling(),
+                },
+            };
+            layers.push(LayerAdapter {
+                name: name.to_string(),
+                kind: config.kind,
+                m,
+                n,
+                rank: r,
+                band: config.band,
+                base,
+                basis,
+                params: layer_params,
+            });
+        }
+        step.submit()?;
+        Ok(Adapter {
+            config,
+            layers,
+            params,
+            base_hashes,
+        })
+    }
+}

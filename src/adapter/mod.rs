@@ -1,0 +1,193 @@
+//! Adapters on linear layers (DESIGN.md §4): spectral additive (A), spectral rotation (R),
+//! LoRA and PiSSA-initialised LoRA. An [`Adapter`] covers one or more target layers of one
+//! base model; its trainable tensors live in one [`Params`] store, so one optimizer dispatch
+//! updates them all.
+//!
+//! ```no_run
+//! # async fn demo(gpu: &spectune::Gpu, w: &spectune::Tensor, x: &spectune::Tensor) -> spectune::Result<()> {
+//! use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+//! let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 8);
+//! let adapter = Adapter::new(gpu, config, &[("query", w)]).await?;
+//! let mut step = spectune::Step::new(gpu, "forward");
+//! let (y, _saved) = adapter.layer(0).forward(&mut step, x, None)?;
+//! step.submit()?;
+//! # Ok(()) }
+//! ```
+
+mod build;
+pub mod file;
+mod fusion;
+pub mod kernels;
+mod layer;
+pub mod peft;
+
+pub use build::HostBasis;
+pub use fusion::{average, fuse, Fusion};
+pub use layer::{Basis, LayerAdapter, LayerParams, Saved};
+
+use crate::error::{Error, Result};
+use crate::linalg::SvdOptions;
+use crate::train::Params;
+
+/// Which adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdapterKind {
+    /// Spectral A: W' = W_res + (U₁ + A_U) S₁ (V₁ + A_V)ᵀ.
+    SpectralAdditive,
+    /// Spectral R: W' = W_res + U₁ R_U diag(S₁⊙c) R_Vᵀ V₁ᵀ, Cayley rotations.
+    SpectralRotation,
+    /// LoRA: W' = W + (α/r) B A, B zero, A Kaiming-uniform.
+    Lora,
+    /// LoRA initialised from the band's singular triplets (PiSSA) on W_res.
+    Pissa,
+}
+
+impl AdapterKind {
+    /// The name used in files and in the JS API.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdapterKind::SpectralAdditive => "spectral-additive",
+            AdapterKind::SpectralRotation => "spectral-rotation",
+            AdapterKind::Lora => "lora",
+            AdapterKind::Pissa => "pissa",
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Result<AdapterKind> {
+        [AdapterKind::SpectralAdditive, AdapterKind::SpectralRotation, AdapterKind::Lora, AdapterKind::Pissa]
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| Error::InvalidAdapter(format!("unknown adapter kind {name:?} (expected spectral-additive, spectral-rotation, lora or pissa)")))
+    }
+
+    /// Whether the adapter stands on a band of singular vectors.
+    pub fn is_spectral_basis(self) -> bool {
+        self != AdapterKind::Lora
+    }
+}
+
+/// How an adapter is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdapterConfig {
+    pub kind: AdapterKind,
+    /// r: singular vectors per band (spectral), or LoRA's rank.
+    pub rank: usize,
+    /// Which r singular vectors: [band·r, (band+1)·r). Adapters on disjoint bands fuse without
+    /// interfering. LoRA has no basis and ignores it (it is still recorded).
+    pub band: usize,
+    /// A: also train an additive offset of S₁ (zero-initialised); R: a scale of S₁ (ones).
+    pub train_singular_values: bool,
+    /// LoRA / PiSSA scaling α/r; `None` means α = r.
+    pub lora_alpha: Option<f32>,
+    /// The truncated SVD that finds the band.
+    pub svd: SvdOptions,
+    /// Seed of LoRA's Kaiming-uniform A.
+    pub seed: u64,
+}
+
+impl AdapterConfig {
+    /// Rank `rank` on band 0 with the default SVD options.
+    pub fn new(kind: AdapterKind, rank: usize) -> AdapterConfig {
+        AdapterConfig {
+            kind,
+            rank,
+            band: 0,
+            train_singular_values: false,
+            lora_alpha: None,
+            svd: SvdOptions::default(),
+            seed: 0,
+        }
+    }
+    pub fn band(mut self, band: usize) -> Self {
+        self.band = band;
+        self
+    }
+    pub fn train_singular_values(mut self, yes: bool) -> Self {
+        self.train_singular_values = yes;
+        self
+    }
+    pub fn lora_alpha(mut self, alpha: f32) -> Self {
+        self.lora_alpha = Some(alpha);
+        self
+    }
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    pub fn svd(mut self, svd: SvdOptions) -> Self {
+        self.svd = svd;
+        self
+    }
+
+    /// LoRA's α/r.
+    pub fn scaling(&self) -> f32 {
+        self.lora_alpha.unwrap_or(self.rank as f32) / self.rank.max(1) as f32
+    }
+
+    /// The first singular vector the band owns.
+    pub fn band_start(&self) -> usize {
+        self.band * self.rank
+    }
+}
+
+/// An adapter on one or more linear layers of a base model.
+#[derive(Debug)]
+pub struct Adapter {
+    pub config: AdapterConfig,
+    layers: Vec<LayerAdapter>,
+    params: Params,
+    /// sha256 (hex) of each target's base weight (f32 little-endian bytes), in layer order.
+    base_hashes: Vec<String>,
+}
+
+impl Adapter {
+    /// The layers, in the order of the targets given.
+    pub fn layers(&self) -> &[LayerAdapter] {
+        &self.layers
+    }
+
+    /// The `i`-th layer.
+    pub fn layer(&self, i: usize) -> &LayerAdapter {
+        &self.layers[i]
+    }
+
+    /// The layer adapting the target called `name`.
+    pub fn find(&self, name: &str) -> Option<&LayerAdapter> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// The trainable tensors.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// sha256 of each target's base weight, in layer order.
+    pub fn base_hashes(&self) -> &[String] {
+        &self.base_hashes
+    }
+
+    /// Trainable values stored (what the optimizer updates). For R this counts all of P_U and
+    /// P_V (2r² per layer) though only their skew parts, r(r−1)/2 each, matter: see
+    /// [`Adapter::degrees_of_freedom`].
+    pub fn trainable_count(&self) -> usize {
+        self.params.count()
+    }
+
+    /// Independent trainable directions: the stored count, except r(r−1)/2 per rotation.
+    pub fn degrees_of_freedom(&self) -> usize {
+        let r = self.config.rank;
+        match self.config.kind {
+            AdapterKind::SpectralRotation => {
+                let per_layer = r * (r - 1)
+                    + if self.config.train_singular_values {
+                        r
+                    } else {
+                        0
+                    };
+                per_layer * self.layers.len()
+            }
+            _ => self.trainable_count(),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Export to Hugging Face PEFT (DESIGN.md §4): every adapter's change ΔW = W' − W written
+//! exactly as a LoRA, `adapter_config.json` + `adapter_model.safetensors`, with keys
+//! `base_model.model.<target>.lora_A.weight` (r'×n) and `.lora_B.weight` (m×r'), so stock PEFT
+//! applies W + (lora_alpha / r')·B'A'.
+//!   A:    r' = 2r, B' = [U₁+A_U, U₁], A' = [diag(S₁+c)(V₁+A_V)ᵀ; −diag(S₁)V₁ᵀ], α = r'
+//!   R:    r' = r,  B' = U₁, A' = (R_U diag(S₁⊙c) R_Vᵀ − diag(S₁)) V₁ᵀ, α = r'
+//!   LoRA: r' = r,  B' = B, A' = A, α as trained
+//!   PiSSA (on W_res): r' = 2r, B' = [(α/r)·B, U₁], A' = [A; −diag(S₁)V₁ᵀ], α = r'
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use crate::adapter::{Adapter, AdapterKind, LayerParams};
+use crate::error::Result;
+use crate::gpu::{read_many, Gpu, Step, Tensor};
+use crate::io::safetensors::{write_f32, NamedTensor};
+
+/// The two files of a PEFT adapter directory.
+#[derive(Debug, Clone)]
+pub struct PeftExport {
+    /// `adapter_config.json`.
+    pub config_json: String,
+    /// `adapter_model.safetensors`.
+    pub weights: Vec<u8>,
+}
+
+/// Row-major (rows × cols) from a function of (i, j).
+fn build(rows: usize, cols: usize, f: impl Fn(usize, usize) -> f64) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|idx| f(idx / cols, idx % cols) as f32)
+        .collect()
+}
+
+impl Adapter {
+    /// The adapter as an exact PEFT LoRA (see the module docs for the factors).
+    pub async fn export_peft(&self, gpu: &Gpu) -> Result<PeftExport> {
+        let r = self.config.rank;
+        // Rotation cores M = R_V D R_Uᵀ, from the current parameters.
+        let mut step = Step::new(gpu, "peft export: rotation cores");
+        for l in &self.layers {
+            if let (
+                LayerParams::Rotation {
+                    p_u,
+                    p_v,
+                    scale,
+                    state,
+                },
+                Some(b),
+            ) = (&l.params, &l.basis)
+            {
+                state.forward(
+                    &mut step,
+                    &p_u.value,
+                    &p_v.value,
+                    &b.s,
+                    scale.as_ref().map(|c| &c.value),
+                )?;
+            }
+        }
+        step.submit()?;
+        let mut wanted: Vec<&Tensor> = Vec::new();
+        for l in &self.layers {
+            if let Some(b) = &l.basis {
+                wanted.extend([&b.u, &b.s, &b.v]);
+            }
+            if let LayerParams::Rotation { state, .. } = &l.params {
+                wanted.push(&state.core);
+            }
+        }
+        let mut host = read_many(gpu, &wanted).await?.into_iter();
+        let params = self.params.read_values(gpu).await?;
+        let mut params = params.into_iter();
+
+        let (r_out, alpha) = match self.config.kind {
+            AdapterKind::SpectralAdditive | AdapterKind::Pissa => (2 * r, (2 * r) as f32),
+            AdapterKind::SpectralRotation => (r, r as f32),
+            AdapterKind::Lora => (r, self.config.lora_alpha.unwrap_or(r as f32)),
+        };
+        let mut tensors = Vec::new();
+        for l in &self.layers {
+            let (m, n) = (l.m, l.n);
+            let mut next = || host.next().unwrap_or_default();
+            let (u, s, v) = if l.basis.is_some() {
+                (next(), next(), next())
+            } else {
+                Default::default()
+            };
+            let core = if matches!(l.params, LayerParams::Rotation { .. }) {
+                next()
+            } else {
+                Vec::new()
+            };
+            let mut param = || params.next().unwrap_or_default();
+            let (b_out, a_out) = match &l.params {
+                LayerParams::Additive { offset, .. } => {
+                    let (a_u, a_v) = (param(), param());
+                    let c = if offset.is_some() {
+                        param()
+                    } else {
+                        vec![0.0; r]
+                    };
+                    let b_out = build(m, 2 * r, |i, k| {
+                        if k < r {
+                            (u[i * r + k] + a_u[i * r + k]) as f64
+                        } else {
+                            u[i * r + k - r] as f64
+                        }
+                    });
+                    let a_out = build(2 * r, n, |k, j| {
+                        if k < r {
+                            (s[k] as f64 + c[k] as f64) * (v[j * r + k] + a_v[j * r + k]) as f64
+                        } else {
+                            -(s[k - r] as f64) * v[j * r + k - r] as f64
+                        }
+                    });
+                    (b_out, a_out)
+                }
+                LayerParams::Rotation { scale, .. } => {
+                    let _ = (param(), param());
+                    if scale.is_some() {
+                        param();
+                    }
+                    // A' = (Mᵀ − diag(S₁)) V₁ᵀ, Mᵀ = R_U D R_Vᵀ.
+                    let a_out = build(r, n, |k, j| {
+                        (0..r)
+                            .map(|l| {
+                                ((core[l * r + k] - if l == k { s[k] } else { 0.0 }) as f64)
+                                    * v[j * r + l] as f64
+                            })
+                            .sum()
+                    });
+                    (u.clone(), a_out)
+                }
+                LayerParams::Lora { scaling, .. } => {
+                    let (a, b) = (param(), param());
+                    if l.kind == AdapterKind::Pissa {
+                        let b_out = build(m, 2 * r, |i, k| {
+                            if k < r {
+                                *scaling as f64 * b[i * r + k] as f64
+                            } else {
+                                u[i * r + k - r] as f64
+                            }
+                        });
+                        let a_out = build(2 * r, n, |k, j| {
+                            if k < r {
+                                a[k * n + j] as f64
+                            } else {
+                                -(s[k - r] as f64) * v[j * r + k - r] as f64
+                            }
+                        });
+                        (b_out, a_out)
+                    } else {
+                        (b, a)
+                    }
+                }
+            };
+            let key = |t: &str| format!("base_model.model.{}.{t}.weight", l.name);
+            tensors.push(NamedTensor::new(key("lora_A"), &[r_out, n], a_out));
+            tensors.push(NamedTensor::new(key("lora_B"), &[m, r_out], b_out));
+        }
+        let targets: Vec<&str> = self.layers.iter().map(|l| l.name.as_str()).collect();
+        let config = json!({
+            "peft_type": "LORA",
+            "r": r_out,
+            "lora_alpha": alpha,
+            "target_modules": targets,
+            "lora_dropout": 0.0,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "use_rslora": false,
+            "use_dora": false,
+            "modules_to_save": null,
+            "task_type": null,
+            "base_model_name_or_path": null,
+            "revision": null,
+        });
+        let config_json = serde_json::to_string_pretty(&config).unwrap_or_default();
+        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+        Ok(PeftExport {
+            config_json,
+            weights: write_f32("PEFT export", &tensors, metadata)?,
+        })
+    }
+}

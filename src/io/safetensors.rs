@@ -1,0 +1,101 @@
+//! Safetensors files of f32 tensors, read and written through the `safetensors` crate, which
+//! checks the header, the offsets and the sizes; every failure becomes a named error.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+
+/// One tensor read from or written to a file: name, shape, row-major values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn new(name: impl Into<String>, shape: &[usize], values: Vec<f32>) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            values,
+        }
+    }
+}
+
+/// A file's tensors (in the order the file stores them) and its `__metadata__` strings.
+#[derive(Debug, Clone, Default)]
+pub struct SafetensorsFile {
+    pub tensors: Vec<NamedTensor>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl SafetensorsFile {
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&NamedTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+fn bad(what: &'static str, detail: impl std::fmt::Display) -> Error {
+    Error::BadFile {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+/// Serialises f32 tensors and metadata strings into safetensors bytes.
+pub fn write_f32(
+    what: &'static str,
+    tensors: &[NamedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(t, b)| {
+            Ok((
+                t.name.clone(),
+                TensorView::new(Dtype::F32, t.shape.clone(), b)
+                    .map_err(|e| bad(what, format!("{}: {e}", t.name)))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    safetensors::serialize(views, metadata).map_err(|e| bad(what, e))
+}
+
+/// Parses safetensors bytes whose tensors are all f32.
+pub fn read_f32(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(what, e))?;
+    let mut tensors = Vec::new();
+    for (name, view) in file.iter() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(
+                what,
+                format!("tensor {name} is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push(NamedTensor {
+            name: name.to_string(),
+            shape: view.shape().to_vec(),
+            values,
+        });
+    }
+    Ok(SafetensorsFile {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
+}
