@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing spectune needs, skipping what is already there:
 # Debian packages (lavapipe Vulkan, Chromium + ChromeDriver), the wasm32 target, wasm-bindgen-cli
-# at exactly Cargo.lock's wasm-bindgen version, and the npm dev dependencies.
+# at exactly Cargo.lock's wasm-bindgen version, the npm dev dependencies, and a Python virtualenv
+# .venv with numpy + safetensors (tests/python/check_peft.py checks the PEFT export with them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +35,15 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+
+# Pinned; both have wheels for CPython 3.11 manylinux x86_64, and only wheels are accepted.
+py_pins=(numpy==2.4.6 safetensors==0.8.0)
+[ -x .venv/bin/python ] || python3 -m venv .venv
+have_pins=$(.venv/bin/python -m pip freeze 2>/dev/null || true)
+for pin in "${py_pins[@]}"; do
+  if ! grep -qxF "$pin" <<<"$have_pins"; then
+    echo "setup: installing ${py_pins[*]} into .venv"
+    .venv/bin/python -m pip install -q --only-binary :all: "${py_pins[@]}"
+    break
+  fi
+done

@@ -9,6 +9,8 @@ bash scripts/setup.sh
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 
 echo "== native tests (cargo test) =="
+# tests/peft_export.rs checks the PEFT export with numpy + safetensors from setup.sh's virtualenv.
+export SPECTUNE_PYTHON="${SPECTUNE_PYTHON:-$PWD/.venv/bin/python}"
 cargo test
 
 echo "== browser tests (wasm-bindgen-test in headless Chromium) =="

@@ -1,0 +1,220 @@
+//! The PEFT export (DESIGN.md §4 "PEFT export") checked from outside Rust: for every adapter
+//! kind, trained to random values on two targets of different shapes, tests/python/check_peft.py
+//! reads adapter_config.json + adapter_model.safetensors with numpy + safetensors from PyPI,
+//! applies stock PEFT's W + (lora_alpha / r)·B A to the base weights, and compares the result
+//! with the adapter's own merged weights.
+//!
+//! Python: $SPECTUNE_PYTHON (scripts/test.sh points it at setup.sh's .venv), else `python3`.
+//! Without numpy + safetensors the tests skip, except with CI=true, where they fail.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{block_on, gpu};
+use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+use spectune::io::safetensors::{write_f32, NamedTensor};
+use spectune::reference::Rng;
+use spectune::{Gpu, Step, Tensor};
+
+/// Two targets of different shapes (m × n, out × in), named as in a BERT encoder.
+const TARGETS: [(&str, usize, usize); 2] = [
+    ("encoder.layer.0.attention.self.query", 12, 8),
+    ("encoder.layer.0.output.dense", 8, 16),
+];
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_peft.py");
+
+/// The interpreter, once it is known to import numpy and safetensors; `None` to skip.
+fn python() -> Option<&'static str> {
+    static PYTHON: OnceLock<Option<String>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let python = std::env::var("SPECTUNE_PYTHON").unwrap_or_else(|_| "python3".into());
+            let probe = Command::new(&python)
+                .args(["-c", "import numpy, safetensors.numpy"])
+                .output();
+            let problem = match probe {
+                Ok(out) if out.status.success() => return Some(python),
+                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            let msg = format!(
+                "{python} cannot import numpy and safetensors ({problem}); run scripts/setup.sh \
+                 and set SPECTUNE_PYTHON=.venv/bin/python (scripts/test.sh does)"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but {msg}");
+            }
+            eprintln!("skipping PEFT export check: {msg}");
+            None
+        })
+        .as_deref()
+}
+
+/// A fresh, empty directory under the system temp dir.
+fn fresh_dir(label: &str) -> PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!(
+        "spectune-peft-{label}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir.join("peft")).unwrap();
+    dir
+}
+
+fn safetensors(path: &Path, tensors: &[NamedTensor]) {
+    let bytes = write_f32("test weights", tensors, HashMap::new()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Runs the checker on `dir`: (success, its output).
+fn run_checker(python: &str, dir: &Path) -> (bool, String) {
+    let out = Command::new(python)
+        .arg(SCRIPT)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {python} {SCRIPT}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The export of `config` on random base weights with every trainable tensor moved to random
+/// nonzero values, written as peft/, base.safetensors and merged.safetensors into a fresh
+/// directory; returns it and the merged weights.
+fn write_case(gpu: &Gpu, config: AdapterConfig, label: &str, seed: u64) -> (PathBuf, Vec<NamedTensor>) {
+    let mut rng = Rng::new(seed);
+    let base: Vec<NamedTensor> = TARGETS
+        .iter()
+        .map(|&(name, m, n)| {
+            let w = (0..m * n).map(|_| rng.normal() as f32).collect();
+            NamedTensor::new(format!("{name}.weight"), &[m, n], w)
+        })
+        .collect();
+    let weights: Vec<Tensor> = base
+        .iter()
+        .map(|t| Tensor::from_slice(gpu, &t.shape, &t.values).unwrap())
+        .collect();
+    let targets: Vec<(&str, &Tensor)> =
+        TARGETS.iter().map(|t| t.0).zip(weights.iter()).collect();
+    let adapter = block_on(Adapter::new(gpu, config, &targets)).unwrap();
+
+    // Random values around the initial ones (zeros, ones, Kaiming, PiSSA factors), all nonzero.
+    let values = block_on(adapter.params().read_values(gpu)).unwrap();
+    for (i, v) in values.iter().enumerate() {
+        let moved: Vec<f32> = v.iter().map(|&x| x + (rng.normal() * 0.3) as f32).collect();
+        assert!(moved.iter().all(|&x| x != 0.0), "{label}: a zero trainable value");
+        adapter.params().write(gpu, i, &moved).unwrap();
+    }
+
+    let mut step = Step::new(gpu, "peft export test: merge");
+    let merged: Vec<Tensor> = adapter
+        .layers()
+        .iter()
+        .map(|l| l.merged_weight(&mut step).unwrap())
+        .collect();
+    step.submit().unwrap();
+    let merged: Vec<NamedTensor> = merged
+        .iter()
+        .zip(&base)
+        .map(|(w, b)| NamedTensor::new(b.name.clone(), &b.shape, block_on(w.to_vec(gpu)).unwrap()))
+        .collect();
+    for (w, b) in merged.iter().zip(&base) {
+        let moved = w.values.iter().zip(&b.values).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(moved > 1e-3, "{label}: training left {} unchanged; the check would be vacuous", b.name);
+    }
+
+    let export = block_on(adapter.export_peft(gpu)).unwrap();
+    let dir = fresh_dir(label);
+    std::fs::write(dir.join("peft/adapter_config.json"), &export.config_json).unwrap();
+    std::fs::write(dir.join("peft/adapter_model.safetensors"), &export.weights).unwrap();
+    safetensors(&dir.join("base.safetensors"), &base);
+    safetensors(&dir.join("merged.safetensors"), &merged);
+    (dir, merged)
+}
+
+/// Exports `config` and asserts that check_peft.py accepts it.
+fn check_export(config: AdapterConfig, label: &str, seed: u64) {
+    let Some(gpu) = gpu() else { return };
+    let Some(python) = python() else { return };
+    let (dir, _) = write_case(gpu, config, label, seed);
+    let (ok, output) = run_checker(python, &dir);
+    println!("{label}:\n{output}");
+    assert!(ok, "{label}: check_peft.py rejected the PEFT export in {}:\n{output}", dir.display());
+    eprintln!("KEPT {}", dir.display());
+}
+
+#[test]
+fn spectral_additive_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 2).band(1);
+    check_export(config, "additive", 1);
+}
+
+#[test]
+fn spectral_additive_with_singular_values_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 2)
+        .band(1)
+        .train_singular_values(true);
+    check_export(config, "additive-sv", 2);
+}
+
+#[test]
+fn spectral_rotation_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::SpectralRotation, 2).band(1);
+    check_export(config, "rotation", 3);
+}
+
+#[test]
+fn spectral_rotation_with_singular_values_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::SpectralRotation, 2)
+        .band(1)
+        .train_singular_values(true);
+    check_export(config, "rotation-sv", 4);
+}
+
+/// α ≠ r, so that a lost or doubled α/r would show.
+#[test]
+fn lora_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::Lora, 2).lora_alpha(3.0).seed(5);
+    check_export(config, "lora", 5);
+}
+
+#[test]
+fn pissa_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::Pissa, 2).band(1).lora_alpha(3.0);
+    check_export(config, "pissa", 6);
+}
+
+/// The checker itself is not vacuous: a merged weight with one entry's sign flipped fails it.
+#[test]
+fn checker_rejects_a_wrong_merge() {
+    let Some(gpu) = gpu() else { return };
+    let Some(python) = python() else { return };
+    let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 2).band(1);
+    let (dir, mut merged) = write_case(gpu, config, "corrupted", 7);
+    let (i, _) = merged[1]
+        .values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap();
+    merged[1].values[i] = -merged[1].values[i];
+    safetensors(&dir.join("merged.safetensors"), &merged);
+    let (ok, output) = run_checker(python, &dir);
+    println!("corrupted:\n{output}");
+    assert!(!ok, "check_peft.py accepted a merged weight with a flipped sign:\n{output}");
+    assert!(output.contains(&format!("FAIL {}", TARGETS[1].0)), "{output}");
+    std::fs::remove_dir_all(&dir).ok();
+}
