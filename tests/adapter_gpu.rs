@@ -209,8 +209,12 @@ fn lora_and_pissa_gradients_match_finite_differences() {
 
 fn all_kinds() -> Vec<AdapterConfig> {
     vec![
-        AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(1).train_singular_values(true),
-        AdapterConfig::new(AdapterKind::SpectralRotation, 3).band(1).train_singular_values(true),
+        AdapterConfig::new(AdapterKind::SpectralAdditive, 3)
+            .band(1)
+            .train_singular_values(true),
+        AdapterConfig::new(AdapterKind::SpectralRotation, 3)
+            .band(1)
+            .train_singular_values(true),
         AdapterConfig::new(AdapterKind::Lora, 3),
         AdapterConfig::new(AdapterKind::Pissa, 3).band(1),
     ]
@@ -223,18 +227,36 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-fn layer_setup(gpu: &Gpu, m: usize, n: usize, rows: usize, seed: u64) -> (Tensor, Vec<f32>, Tensor, Vec<f32>) {
+fn layer_setup(
+    gpu: &Gpu,
+    m: usize,
+    n: usize,
+    rows: usize,
+    seed: u64,
+) -> (Tensor, Vec<f32>, Tensor, Vec<f32>) {
     let mut rng = Rng::new(seed);
     let w_host = random(&mut rng, m * n, 1.0);
     let x_host = random(&mut rng, rows * n, 1.0);
-    (Tensor::from_slice(gpu, &[m, n], &w_host).unwrap(), w_host, Tensor::from_slice(gpu, &[rows, n], &x_host).unwrap(), x_host)
+    (
+        Tensor::from_slice(gpu, &[m, n], &w_host).unwrap(),
+        w_host,
+        Tensor::from_slice(gpu, &[rows, n], &x_host).unwrap(),
+        x_host,
+    )
 }
 
 /// y = x Wᵀ (+ b) by the plain GEMM.
 fn dense_forward(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Vec<f32> {
     let y = Tensor::uninit(gpu, &[x.shape()[0], w.shape()[0]]).unwrap();
     let mut step = Step::new(gpu, "dense");
-    spectune::linalg::gemm(&mut step, &spectune::linalg::Gemm::default().trans_b(true), x, w, &y).unwrap();
+    spectune::linalg::gemm(
+        &mut step,
+        &spectune::linalg::Gemm::default().trans_b(true),
+        x,
+        w,
+        &y,
+    )
+    .unwrap();
     step.submit().unwrap();
     read(gpu, &y)
 }
@@ -273,13 +295,25 @@ fn merge_is_the_forward_weight_and_unmerge_restores_the_base() {
         let restored = layer.base_weight(&mut step).unwrap();
         let (y, _) = layer.forward(&mut step, &x, None).unwrap();
         step.submit().unwrap();
-        let params: Vec<Vec<f64>> = block_on(adapter.params().read_values(gpu)).unwrap().iter().map(|v| f64s(v)).collect();
+        let params: Vec<Vec<f64>> = block_on(adapter.params().read_values(gpu))
+            .unwrap()
+            .iter()
+            .map(|v| f64s(v))
+            .collect();
         let want = adapted_weight(&frozen(gpu, &adapter), kind_ref(&adapter), &params);
         let label = format!("{:?}", config.kind);
-        assert_close(&format!("{label}: merged W'"), &read(gpu, &merged), &want, 1e-6, 1e-5);
+        assert_close(
+            &format!("{label}: merged W'"),
+            &read(gpu, &merged),
+            &want,
+            1e-6,
+            1e-5,
+        );
         let forward_err = rel_err(&read(gpu, &y), &dense_forward(gpu, &x, &merged));
         let unmerge_err = rel_err(&read(gpu, &restored), &w_host);
-        eprintln!("{label}: forward vs x·mergedᵀ {forward_err:.2e}, unmerged vs W {unmerge_err:.2e}");
+        eprintln!(
+            "{label}: forward vs x·mergedᵀ {forward_err:.2e}, unmerged vs W {unmerge_err:.2e}"
+        );
         assert!(forward_err <= 1e-6, "{label}: {forward_err:e}");
         assert!(unmerge_err <= 1e-6, "{label}: {unmerge_err:e}");
     }
@@ -301,33 +335,68 @@ fn adapter_files_round_trip_bit_identically_and_refuse_other_bases() {
         assert_eq!(loaded.config, adapter.config, "{label}");
         let mut step = Step::new(gpu, "round trip");
         let (y1, _) = adapter.layer(0).forward(&mut step, &x, None).unwrap();
-        let (y2, _) = loaded.find("a.q").unwrap().forward(&mut step, &x, None).unwrap();
+        let (y2, _) = loaded
+            .find("a.q")
+            .unwrap()
+            .forward(&mut step, &x, None)
+            .unwrap();
         step.submit().unwrap();
         let (a, b) = (read(gpu, &y1), read(gpu, &y2));
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()), "{label}: outputs differ after save/load");
+        assert!(
+            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{label}: outputs differ after save/load"
+        );
 
         // Another base: one weight changed by one ulp-ish nudge.
         let mut other = w_host.clone();
         other[7] += 1e-3;
         let w_other = Tensor::from_slice(gpu, &[20, 12], &other).unwrap();
-        let err = block_on(Adapter::load(gpu, &bytes, &[("a.q", &w_other), ("a.v", &w2)])).unwrap_err();
-        assert!(matches!(err, Error::AdapterMismatch(ref s) if s.contains("a.q") && s.contains("sha256")), "{label}: {err}");
+        let err = block_on(Adapter::load(
+            gpu,
+            &bytes,
+            &[("a.q", &w_other), ("a.v", &w2)],
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::AdapterMismatch(ref s) if s.contains("a.q") && s.contains("sha256")),
+            "{label}: {err}"
+        );
         // Another shape, a missing target.
         let err = block_on(Adapter::load(gpu, &bytes, &[("a.q", &w2), ("a.v", &w2)])).unwrap_err();
-        assert!(matches!(err, Error::AdapterMismatch(ref s) if s.contains("[20, 12]")), "{label}: {err}");
+        assert!(
+            matches!(err, Error::AdapterMismatch(ref s) if s.contains("[20, 12]")),
+            "{label}: {err}"
+        );
         let err = block_on(Adapter::load(gpu, &bytes, &[("a.q", &w)])).unwrap_err();
-        assert!(matches!(err, Error::AdapterMismatch(ref s) if s.contains("a.v")), "{label}: {err}");
+        assert!(
+            matches!(err, Error::AdapterMismatch(ref s) if s.contains("a.v")),
+            "{label}: {err}"
+        );
         // Truncated bytes.
-        let err = block_on(Adapter::load(gpu, &bytes[..bytes.len() - 9], &[("a.q", &w), ("a.v", &w2)])).unwrap_err();
+        let err = block_on(Adapter::load(
+            gpu,
+            &bytes[..bytes.len() - 9],
+            &[("a.q", &w), ("a.v", &w2)],
+        ))
+        .unwrap_err();
         assert!(matches!(err, Error::BadFile { .. }), "{label}: {err}");
     }
     // An unknown version.
-    let adapter = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::SpectralAdditive, 2), &[("a.q", &w)])).unwrap();
-    let mut file = spectune::io::safetensors::read_f32("test", &block_on(adapter.save(gpu)).unwrap()).unwrap();
+    let adapter = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::SpectralAdditive, 2),
+        &[("a.q", &w)],
+    ))
+    .unwrap();
+    let mut file =
+        spectune::io::safetensors::read_f32("test", &block_on(adapter.save(gpu)).unwrap()).unwrap();
     file.metadata.insert("format_version".into(), "99".into());
     let bytes = spectune::io::safetensors::write_f32("test", &file.tensors, file.metadata).unwrap();
     let err = block_on(Adapter::load(gpu, &bytes, &[("a.q", &w)])).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { ref found, .. } if found == "99"), "{err}");
+    assert!(
+        matches!(err, Error::UnsupportedVersion { ref found, .. } if found == "99"),
+        "{err}"
+    );
 }
 
 /// Disjoint-band fusion adds the changes: x W_fusedᵀ equals the two adapters' own forwards
@@ -339,8 +408,20 @@ fn disjoint_band_fusion_adds_the_adapters_changes() {
     let (m, n) = (24, 20);
     let (w, _, x, _) = layer_setup(gpu, m, n, 8, 4);
     let base_y = dense_forward(gpu, &x, &w);
-    let a0 = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(0), &[("l", &w)])).unwrap();
-    let a1 = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::SpectralRotation, 3).band(1).train_singular_values(true), &[("l", &w)])).unwrap();
+    let a0 = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(0),
+        &[("l", &w)],
+    ))
+    .unwrap();
+    let a1 = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::SpectralRotation, 3)
+            .band(1)
+            .train_singular_values(true),
+        &[("l", &w)],
+    ))
+    .unwrap();
     perturb(gpu, &a0, 60);
     perturb(gpu, &a1, 61);
     let mut step = Step::new(gpu, "fusion");
@@ -350,16 +431,40 @@ fn disjoint_band_fusion_adds_the_adapters_changes() {
     let mean = fuse(&mut step, &w, &[a0.layer(0), a1.layer(0)], &Fusion::Mean).unwrap();
     step.submit().unwrap();
     let (y0, y1) = (read(gpu, &y0), read(gpu, &y1));
-    let sequential: Vec<f32> = (0..base_y.len()).map(|i| y0[i] + y1[i] - base_y[i]).collect();
-    let halves: Vec<f32> = (0..base_y.len()).map(|i| base_y[i] + 0.5 * (y0[i] - base_y[i]) + 0.5 * (y1[i] - base_y[i])).collect();
-    let (e_sum, e_mean) = (rel_err(&dense_forward(gpu, &x, &sum), &sequential), rel_err(&dense_forward(gpu, &x, &mean), &halves));
+    let sequential: Vec<f32> = (0..base_y.len())
+        .map(|i| y0[i] + y1[i] - base_y[i])
+        .collect();
+    let halves: Vec<f32> = (0..base_y.len())
+        .map(|i| base_y[i] + 0.5 * (y0[i] - base_y[i]) + 0.5 * (y1[i] - base_y[i]))
+        .collect();
+    let (e_sum, e_mean) = (
+        rel_err(&dense_forward(gpu, &x, &sum), &sequential),
+        rel_err(&dense_forward(gpu, &x, &mean), &halves),
+    );
     eprintln!("fusion: sum {e_sum:.2e}, mean {e_mean:.2e}");
-    assert!(e_sum <= 1e-6 && e_mean <= 1e-6, "sum {e_sum:e}, mean {e_mean:e}");
+    assert!(
+        e_sum <= 1e-6 && e_mean <= 1e-6,
+        "sum {e_sum:e}, mean {e_mean:e}"
+    );
 
-    let same_band = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(0), &[("l", &w)])).unwrap();
+    let same_band = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(0),
+        &[("l", &w)],
+    ))
+    .unwrap();
     let mut step = Step::new(gpu, "overlap");
-    let err = fuse(&mut step, &w, &[a0.layer(0), same_band.layer(0)], &Fusion::Sum).unwrap_err();
-    assert!(matches!(err, Error::InvalidAdapter(ref s) if s.contains("overlap")), "{err}");
+    let err = fuse(
+        &mut step,
+        &w,
+        &[a0.layer(0), same_band.layer(0)],
+        &Fusion::Sum,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidAdapter(ref s) if s.contains("overlap")),
+        "{err}"
+    );
 }
 
 /// Same-band fusion averages the trainable tensors.
@@ -373,12 +478,25 @@ fn same_band_adapters_average_their_tensors() {
     perturb(gpu, &a, 70);
     perturb(gpu, &b, 71);
     let avg = block_on(spectune::adapter::average(gpu, &[(&a, 0.25), (&b, 0.75)])).unwrap();
-    let (pa, pb, pc) = (block_on(a.params().read_values(gpu)).unwrap(), block_on(b.params().read_values(gpu)).unwrap(), block_on(avg.params().read_values(gpu)).unwrap());
+    let (pa, pb, pc) = (
+        block_on(a.params().read_values(gpu)).unwrap(),
+        block_on(b.params().read_values(gpu)).unwrap(),
+        block_on(avg.params().read_values(gpu)).unwrap(),
+    );
     for i in 0..pa.len() {
-        let want: Vec<f64> = pa[i].iter().zip(&pb[i]).map(|(x, y)| 0.25 * *x as f64 + 0.75 * *y as f64).collect();
+        let want: Vec<f64> = pa[i]
+            .iter()
+            .zip(&pb[i])
+            .map(|(x, y)| 0.25 * *x as f64 + 0.75 * *y as f64)
+            .collect();
         assert_close("averaged tensor", &pc[i], &want, 1e-7, 1e-6);
     }
-    let lora = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::Lora, 2), &[("l", &w)])).unwrap();
+    let lora = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::Lora, 2),
+        &[("l", &w)],
+    ))
+    .unwrap();
     assert!(block_on(spectune::adapter::average(gpu, &[(&a, 0.5), (&lora, 0.5)])).is_err());
 }
 
@@ -388,15 +506,49 @@ fn bad_adapter_configurations_are_named_errors() {
     let Some(gpu) = gpu() else { return };
     let (w, _, x, _) = layer_setup(gpu, 8, 6, 2, 6);
     let new = |c: AdapterConfig| block_on(Adapter::new(gpu, c, &[("l", &w)])).unwrap_err();
-    assert!(matches!(new(AdapterConfig::new(AdapterKind::SpectralAdditive, 0)), Error::InvalidRank { rank: 0, .. }));
-    assert!(matches!(new(AdapterConfig::new(AdapterKind::Lora, 7)), Error::InvalidRank { rank: 7, max: 6, .. }));
-    assert!(matches!(new(AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(2)), Error::InvalidAdapter(ref s) if s.contains("band 2")));
-    let err = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::Lora, 2), &[("l", &w), ("l", &w)])).unwrap_err();
+    assert!(matches!(
+        new(AdapterConfig::new(AdapterKind::SpectralAdditive, 0)),
+        Error::InvalidRank { rank: 0, .. }
+    ));
+    assert!(matches!(
+        new(AdapterConfig::new(AdapterKind::Lora, 7)),
+        Error::InvalidRank {
+            rank: 7,
+            max: 6,
+            ..
+        }
+    ));
+    assert!(
+        matches!(new(AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(2)), Error::InvalidAdapter(ref s) if s.contains("band 2"))
+    );
+    let err = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::Lora, 2),
+        &[("l", &w), ("l", &w)],
+    ))
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidAdapter(_)), "{err}");
-    let adapter = block_on(Adapter::new(gpu, AdapterConfig::new(AdapterKind::Lora, 2), &[("l", &w)])).unwrap();
+    let adapter = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::Lora, 2),
+        &[("l", &w)],
+    ))
+    .unwrap();
     let wrong = Tensor::zeros(gpu, &[2, 5]).unwrap();
     let mut step = Step::new(gpu, "bad input");
-    assert!(matches!(adapter.layer(0).forward(&mut step, &wrong, None).unwrap_err(), Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        adapter
+            .layer(0)
+            .forward(&mut step, &wrong, None)
+            .unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
     let (_, saved) = adapter.layer(0).forward(&mut step, &x, None).unwrap();
-    assert!(matches!(adapter.layer(0).backward(&mut step, &x, &saved, &wrong, true).unwrap_err(), Error::ShapeMismatch { .. }));
+    assert!(matches!(
+        adapter
+            .layer(0)
+            .backward(&mut step, &x, &saved, &wrong, true)
+            .unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
 }

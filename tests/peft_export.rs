@@ -41,7 +41,10 @@ fn python() -> Option<&'static str> {
                 .output();
             let problem = match probe {
                 Ok(out) if out.status.success() => return Some(python),
-                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                Ok(out) => {
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    stderr.trim().lines().last().unwrap_or_default().to_string()
+                }
                 Err(e) => e.to_string(),
             };
             let msg = format!(
@@ -94,7 +97,12 @@ fn run_checker(python: &str, dir: &Path) -> (bool, String) {
 /// The export of `config` on random base weights with every trainable tensor moved to random
 /// nonzero values, written as peft/, base.safetensors and merged.safetensors into a fresh
 /// directory; returns it and the merged weights.
-fn write_case(gpu: &Gpu, config: AdapterConfig, label: &str, seed: u64) -> (PathBuf, Vec<NamedTensor>) {
+fn write_case(
+    gpu: &Gpu,
+    config: AdapterConfig,
+    label: &str,
+    seed: u64,
+) -> (PathBuf, Vec<NamedTensor>) {
     let mut rng = Rng::new(seed);
     let base: Vec<NamedTensor> = TARGETS
         .iter()
@@ -107,15 +115,17 @@ fn write_case(gpu: &Gpu, config: AdapterConfig, label: &str, seed: u64) -> (Path
         .iter()
         .map(|t| Tensor::from_slice(gpu, &t.shape, &t.values).unwrap())
         .collect();
-    let targets: Vec<(&str, &Tensor)> =
-        TARGETS.iter().map(|t| t.0).zip(weights.iter()).collect();
+    let targets: Vec<(&str, &Tensor)> = TARGETS.iter().map(|t| t.0).zip(weights.iter()).collect();
     let adapter = block_on(Adapter::new(gpu, config, &targets)).unwrap();
 
     // Random values around the initial ones (zeros, ones, Kaiming, PiSSA factors), all nonzero.
     let values = block_on(adapter.params().read_values(gpu)).unwrap();
     for (i, v) in values.iter().enumerate() {
         let moved: Vec<f32> = v.iter().map(|&x| x + (rng.normal() * 0.3) as f32).collect();
-        assert!(moved.iter().all(|&x| x != 0.0), "{label}: a zero trainable value");
+        assert!(
+            moved.iter().all(|&x| x != 0.0),
+            "{label}: a zero trainable value"
+        );
         adapter.params().write(gpu, i, &moved).unwrap();
     }
 
@@ -132,8 +142,17 @@ fn write_case(gpu: &Gpu, config: AdapterConfig, label: &str, seed: u64) -> (Path
         .map(|(w, b)| NamedTensor::new(b.name.clone(), &b.shape, block_on(w.to_vec(gpu)).unwrap()))
         .collect();
     for (w, b) in merged.iter().zip(&base) {
-        let moved = w.values.iter().zip(&b.values).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(moved > 1e-3, "{label}: training left {} unchanged; the check would be vacuous", b.name);
+        let moved = w
+            .values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            moved > 1e-3,
+            "{label}: training left {} unchanged; the check would be vacuous",
+            b.name
+        );
     }
 
     let export = block_on(adapter.export_peft(gpu)).unwrap();
@@ -152,8 +171,12 @@ fn check_export(config: AdapterConfig, label: &str, seed: u64) {
     let (dir, _) = write_case(gpu, config, label, seed);
     let (ok, output) = run_checker(python, &dir);
     println!("{label}:\n{output}");
-    assert!(ok, "{label}: check_peft.py rejected the PEFT export in {}:\n{output}", dir.display());
-    eprintln!("KEPT {}", dir.display());
+    assert!(
+        ok,
+        "{label}: check_peft.py rejected the PEFT export in {}:\n{output}",
+        dir.display()
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -187,13 +210,17 @@ fn spectral_rotation_with_singular_values_exports_as_peft_lora() {
 /// α ≠ r, so that a lost or doubled α/r would show.
 #[test]
 fn lora_exports_as_peft_lora() {
-    let config = AdapterConfig::new(AdapterKind::Lora, 2).lora_alpha(3.0).seed(5);
+    let config = AdapterConfig::new(AdapterKind::Lora, 2)
+        .lora_alpha(3.0)
+        .seed(5);
     check_export(config, "lora", 5);
 }
 
 #[test]
 fn pissa_exports_as_peft_lora() {
-    let config = AdapterConfig::new(AdapterKind::Pissa, 2).band(1).lora_alpha(3.0);
+    let config = AdapterConfig::new(AdapterKind::Pissa, 2)
+        .band(1)
+        .lora_alpha(3.0);
     check_export(config, "pissa", 6);
 }
 
@@ -214,7 +241,13 @@ fn checker_rejects_a_wrong_merge() {
     safetensors(&dir.join("merged.safetensors"), &merged);
     let (ok, output) = run_checker(python, &dir);
     println!("corrupted:\n{output}");
-    assert!(!ok, "check_peft.py accepted a merged weight with a flipped sign:\n{output}");
-    assert!(output.contains(&format!("FAIL {}", TARGETS[1].0)), "{output}");
+    assert!(
+        !ok,
+        "check_peft.py accepted a merged weight with a flipped sign:\n{output}"
+    );
+    assert!(
+        output.contains(&format!("FAIL {}", TARGETS[1].0)),
+        "{output}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
