@@ -25,8 +25,10 @@ pub const LAYOUT: Shader = shader!("layout.wgsl");
 
 /// AdamW over the flat parameter store, with gradient clipping.
 pub const ADAMW: Shader = shader!("adamw.wgsl");
-/// The spectral adapters' small kernels: column scaling, column dots, bias, rotations.
+/// The adapters' small kernels: column scaling, column dots, bias.
 pub const ADAPTER: Shader = shader!("adapter.wgsl");
+/// Adapter R's Cayley rotations, forward and backward, in one workgroup (`R` = rank).
+pub const ROTATION: Shader = shader!("rotation.wgsl");
 
 /// All shaders, for validation.
 pub const ALL: &[Shader] = &[
@@ -37,6 +39,7 @@ pub const ALL: &[Shader] = &[
     LAYOUT,
     ADAMW,
     ADAPTER,
+    ROTATION,
 ];
 
 #[cfg(test)]
@@ -60,6 +63,16 @@ mod tests {
     #[test]
     fn every_shader_validates_with_naga() {
         let mut variants = crate::linalg::matmul_variants();
+        for r in [1, 4, 64] {
+            for entry in ["rotation_forward", "rotation_backward"] {
+                variants.push((ROTATION, entry, vec![("R", r.to_string())]));
+            }
+        }
+        for r in [1, 4, 64] {
+            for entry in ["rotation_forward", "rotation_backward"] {
+                variants.push((ROTATION, entry, vec![("R", r.to_string())]));
+            }
+        }
         for shader in ALL {
             if !shader.source.contains("{{") {
                 variants.push((*shader, "", vec![]));

@@ -1,4 +1,5 @@
-//! Rust wrappers of `shaders/adapter.wgsl`: the small kernels between the adapters' matmuls.
+//! Rust wrappers of `shaders/adapter.wgsl` (the small kernels between the adapters' matmuls)
+//! and `shaders/rotation.wgsl` (adapter R's Cayley rotations).
 
 use crate::error::{Error, Result};
 use crate::gpu::{KernelOp, Step, Tensor};
@@ -148,9 +149,11 @@ impl RotationState {
     ) -> Result<()> {
         let r = s.len();
         let p = params("rotation_forward", r, r, scale.is_some())?;
-        let kernel = step
-            .gpu()
-            .kernel(&shaders::ADAPTER, "rotation_forward", vec![]);
+        let kernel = step.gpu().kernel(
+            &shaders::ROTATION,
+            "rotation_forward",
+            vec![("R", r.to_string())],
+        );
         let bindings = [
             (1, p_u),
             (2, p_v),
@@ -185,9 +188,11 @@ impl RotationState {
     ) -> Result<()> {
         let r = s.len();
         let p = params("rotation_backward", r, r, scale.is_some())?;
-        let kernel = step
-            .gpu()
-            .kernel(&shaders::ADAPTER, "rotation_backward", vec![]);
+        let kernel = step.gpu().kernel(
+            &shaders::ROTATION,
+            "rotation_backward",
+            vec![("R", r.to_string())],
+        );
         let bindings = [
             (1, d_core),
             (2, &self.cayley),
