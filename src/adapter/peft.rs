@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use crate::adapter::{Adapter, AdapterKind, LayerParams};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
 use crate::io::safetensors::{write_f32, NamedTensor};
 
@@ -59,18 +59,30 @@ impl Adapter {
             }
         }
         step.submit()?;
+        // Everything the factors need, read back in one round trip and looked up by name.
+        let mut names = Vec::new();
         let mut wanted: Vec<&Tensor> = Vec::new();
         for l in &self.layers {
             if let Some(b) = &l.basis {
+                names.extend(["u", "s", "v"].map(|t| format!("{}.{t}", l.name)));
                 wanted.extend([&b.u, &b.s, &b.v]);
             }
             if let LayerParams::Rotation { state, .. } = &l.params {
+                names.push(format!("{}.core", l.name));
                 wanted.push(&state.core);
             }
         }
-        let mut host = read_many(gpu, &wanted).await?.into_iter();
-        let params = self.params.read_values(gpu).await?;
-        let mut params = params.into_iter();
+        let mut host: HashMap<String, Vec<f32>> = names
+            .into_iter()
+            .zip(read_many(gpu, &wanted).await?)
+            .collect();
+        host.extend(
+            self.params
+                .names()
+                .map(str::to_string)
+                .zip(self.params.read_values(gpu).await?),
+        );
+        let empty = Vec::new();
 
         let (r_out, alpha) = match self.config.kind {
             AdapterKind::SpectralAdditive | AdapterKind::Pissa => (2 * r, (2 * r) as f32),
@@ -80,25 +92,24 @@ impl Adapter {
         let mut tensors = Vec::new();
         for l in &self.layers {
             let (m, n) = (l.m, l.n);
-            let mut next = || host.next().unwrap_or_default();
+            let get = |t: &str| -> Result<&Vec<f32>> {
+                host.get(&format!("{}.{t}", l.name)).ok_or_else(|| {
+                    Error::InvalidAdapter(format!("{}.{t} is missing from the adapter", l.name))
+                })
+            };
             let (u, s, v) = if l.basis.is_some() {
-                (next(), next(), next())
+                (get("u")?, get("s")?, get("v")?)
             } else {
-                Default::default()
+                (&empty, &empty, &empty)
             };
-            let core = if matches!(l.params, LayerParams::Rotation { .. }) {
-                next()
-            } else {
-                Vec::new()
-            };
-            let mut param = || params.next().unwrap_or_default();
             let (b_out, a_out) = match &l.params {
                 LayerParams::Additive { offset, .. } => {
-                    let (a_u, a_v) = (param(), param());
+                    let (a_u, a_v) = (get("a_u")?, get("a_v")?);
+                    let zeros = vec![0.0; r];
                     let c = if offset.is_some() {
-                        param()
+                        get("offset")?
                     } else {
-                        vec![0.0; r]
+                        &zeros
                     };
                     let b_out = build(m, 2 * r, |i, k| {
                         if k < r {
@@ -116,12 +127,9 @@ impl Adapter {
                     });
                     (b_out, a_out)
                 }
-                LayerParams::Rotation { scale, .. } => {
-                    let _ = (param(), param());
-                    if scale.is_some() {
-                        param();
-                    }
+                LayerParams::Rotation { .. } => {
                     // A' = (Mᵀ − diag(S₁)) V₁ᵀ, Mᵀ = R_U D R_Vᵀ.
+                    let core = get("core")?;
                     let a_out = build(r, n, |k, j| {
                         (0..r)
                             .map(|l| {
@@ -133,7 +141,7 @@ impl Adapter {
                     (u.clone(), a_out)
                 }
                 LayerParams::Lora { scaling, .. } => {
-                    let (a, b) = (param(), param());
+                    let (a, b) = (get("lora_a")?, get("lora_b")?);
                     if l.kind == AdapterKind::Pissa {
                         let b_out = build(m, 2 * r, |i, k| {
                             if k < r {
@@ -151,7 +159,7 @@ impl Adapter {
                         });
                         (b_out, a_out)
                     } else {
-                        (b, a)
+                        (b.clone(), a.clone())
                     }
                 }
             };
@@ -163,7 +171,8 @@ impl Adapter {
         let config = json!({
             "peft_type": "LORA",
             "r": r_out,
-            "lora_alpha": alpha,
+            // An integer where it is one, as PEFT's LoraConfig declares it.
+            "lora_alpha": if alpha.fract() == 0.0 { json!(alpha as i64) } else { json!(alpha) },
             "target_modules": targets,
             "lora_dropout": 0.0,
             "bias": "none",
