@@ -90,7 +90,7 @@ fn columns(x: &[f32], cols: usize, start: usize, r: usize) -> Vec<f32> {
 }
 
 /// Initial trainable tensors of one layer, by kind (names `<target>.<tensor>`).
-fn initial_params(
+pub(crate) fn initial_params(
     config: &AdapterConfig,
     name: &str,
     (m, n): (usize, usize),

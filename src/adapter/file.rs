@@ -8,13 +8,12 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::adapter::build::{check_targets, weight_hash};
+use crate::adapter::build::{check_targets, initial_params, weight_hash};
 use crate::adapter::{Adapter, AdapterConfig, AdapterKind, HostBasis};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Tensor};
 use crate::io::safetensors::{read_f32, write_f32, NamedTensor};
 use crate::linalg::SvdOptions;
-use crate::train::ParamSpec;
 
 /// The `format` metadata value of an adapter file.
 pub const FORMAT: &str = "spectune-adapter";
@@ -192,33 +191,18 @@ impl Adapter {
             } else {
                 None
             });
-            let with = |t: &str, shape: &[usize]| -> Result<ParamSpec> {
-                Ok(ParamSpec::with_values(
-                    format!("{name}.{t}"),
-                    shape,
-                    tensor(format!("{name}.{t}"), shape)?,
-                ))
-            };
-            let sv = config.train_singular_values;
-            specs.push(match config.kind {
-                AdapterKind::SpectralAdditive => {
-                    let mut v = vec![with("a_u", &[m, r])?, with("a_v", &[n, r])?];
-                    if sv {
-                        v.push(with("offset", &[r])?.no_decay());
-                    }
-                    v
-                }
-                AdapterKind::SpectralRotation => {
-                    let mut v = vec![with("p_u", &[r, r])?, with("p_v", &[r, r])?];
-                    if sv {
-                        v.push(with("scale", &[r])?.no_decay());
-                    }
-                    v
-                }
-                AdapterKind::Lora | AdapterKind::Pissa => {
-                    vec![with("lora_a", &[r, n])?, with("lora_b", &[m, r])?]
-                }
-            });
+            // The same tensors a new adapter would have, with the file's values.
+            let mut layer_specs = initial_params(
+                &config,
+                name,
+                (m, n),
+                bases.last().and_then(Option::as_ref),
+                specs.len(),
+            )?;
+            for spec in &mut layer_specs {
+                spec.init = tensor(spec.name.clone(), &spec.shape)?;
+            }
+            specs.push(layer_specs);
         }
         Adapter::assemble(gpu, config, &chosen, bases, specs, hashes)
     }
