@@ -95,9 +95,30 @@ pub enum Error {
         supported: u32,
     },
 
+    /// A tensor a model or file needs is not in the file.
+    #[error("{what} has no tensor named {name}")]
+    MissingTensor { what: &'static str, name: String },
+
+    /// An integer input (a token id, a label) outside the range its table or classes allow.
+    #[error("{what}[{position}] is {value}, out of range: it must be less than {limit}")]
+    IndexOutOfRange {
+        what: &'static str,
+        position: usize,
+        value: u32,
+        limit: usize,
+    },
+
     /// A malformed file.
     #[error("malformed {what}: {detail}")]
     BadFile { what: &'static str, detail: String },
+
+    /// A tokenizer.json that cannot be read, or a text the tokenizer cannot encode as asked.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// A text in a batch that gives no tokens (empty, or only whitespace).
+    #[error("text {index} of the batch is empty: every text needs at least one token")]
+    EmptyText { index: usize },
 
     /// Reading a buffer back to the host failed.
     #[error("reading a result back from the GPU failed: {0}")]

@@ -389,7 +389,7 @@ fn adapter_files_round_trip_bit_identically_and_refuse_other_bases() {
     ))
     .unwrap();
     let mut file =
-        spectune::io::safetensors::read_f32("test", &block_on(adapter.save(gpu)).unwrap()).unwrap();
+        spectune::io::safetensors::read("test", &block_on(adapter.save(gpu)).unwrap()).unwrap();
     file.metadata.insert("format_version".into(), "99".into());
     let bytes = spectune::io::safetensors::write_f32("test", &file.tensors, file.metadata).unwrap();
     let err = block_on(Adapter::load(gpu, &bytes, &[("a.q", &w)])).unwrap_err();

@@ -12,7 +12,7 @@ use crate::adapter::build::{check_targets, initial_params, weight_hash};
 use crate::adapter::{Adapter, AdapterConfig, AdapterKind, HostBasis};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Tensor};
-use crate::io::safetensors::{read_f32, write_f32, NamedTensor};
+use crate::io::safetensors::{read, write_f32, NamedTensor};
 use crate::linalg::SvdOptions;
 
 /// The `format` metadata value of an adapter file.
@@ -90,7 +90,7 @@ impl Adapter {
     /// of another format version, a target that is missing or has another shape, and a base
     /// weight whose sha256 differs from the one the adapter was trained on.
     pub async fn load(gpu: &Gpu, bytes: &[u8], targets: &[(&str, &Tensor)]) -> Result<Adapter> {
-        let file = read_f32(WHAT, bytes)?;
+        let file = read(WHAT, bytes)?;
         match file.metadata.get("format").map(String::as_str) {
             Some(FORMAT) => {}
             other => return Err(bad(format!("format is {other:?}, expected {FORMAT:?}"))),

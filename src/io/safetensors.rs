@@ -1,5 +1,6 @@
-//! Safetensors files of f32 tensors, read and written through the `safetensors` crate, which
-//! checks the header, the offsets and the sizes; every failure becomes a named error.
+//! Safetensors files, read and written through the `safetensors` crate, which checks the header
+//! size, the JSON, and that every tensor's offsets lie inside the data, in order, without
+//! overlap; every failure becomes a named error. Values arrive as f32 (F16 and BF16 widened).
 
 use std::collections::HashMap;
 
@@ -37,6 +38,15 @@ impl SafetensorsFile {
     pub fn get(&self, name: &str) -> Option<&NamedTensor> {
         self.tensors.iter().find(|t| t.name == name)
     }
+
+    /// The tensor called `name`, which must exist and have `shape`.
+    pub fn require(&self, what: &'static str, name: &str, shape: &[usize]) -> Result<&NamedTensor> {
+        let t = self.get(name).ok_or_else(|| Error::MissingTensor { what, name: name.to_string() })?;
+        if t.shape != shape {
+            return Err(bad(what, format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape)));
+        }
+        Ok(t)
+    }
 }
 
 fn bad(what: &'static str, detail: impl std::fmt::Display) -> Error {
@@ -71,31 +81,20 @@ pub fn write_f32(
     safetensors::serialize(views, metadata).map_err(|e| bad(what, e))
 }
 
-/// Parses safetensors bytes whose tensors are all f32.
-pub fn read_f32(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
+/// Parses safetensors bytes whose tensors are floats (F32, F16 or BF16), as f32.
+pub fn read(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(what, e))?;
     let mut tensors = Vec::new();
     for (name, view) in file.iter() {
-        if view.dtype() != Dtype::F32 {
-            return Err(bad(
-                what,
-                format!("tensor {name} is {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        tensors.push(NamedTensor {
-            name: name.to_string(),
-            shape: view.shape().to_vec(),
-            values,
-        });
+        let data = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => return Err(bad(what, format!("tensor {name} is {other:?}; spectune reads F32, F16 and BF16"))),
+        };
+        tensors.push(NamedTensor { name: name.to_string(), shape: view.shape().to_vec(), values });
     }
-    Ok(SafetensorsFile {
-        tensors,
-        metadata: header.metadata().clone().unwrap_or_default(),
-    })
+    Ok(SafetensorsFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
 }
