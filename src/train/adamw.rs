@@ -155,6 +155,14 @@ impl Optimizer {
         self.grad_norm_sq.as_ref()
     }
 
+    /// Sets both moments and the step count (from a checkpoint).
+    pub fn restore(&mut self, gpu: &Gpu, m: &[f32], v: &[f32], steps: u64) -> Result<()> {
+        self.m.write(gpu, m)?;
+        self.v.write(gpu, v)?;
+        self.steps = steps;
+        Ok(())
+    }
+
     /// Both moments, for checkpoints.
     pub fn moments(&self) -> (&Tensor, &Tensor) {
         (&self.m, &self.v)

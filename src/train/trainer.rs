@@ -1,0 +1,304 @@
+//! The training loop: seeded shuffling, batches, epochs, AdamW over every trainable store,
+//! a progress callback that can stop training between steps, evaluation, and checkpoints of
+//! the trainable values and the optimizer state. Generic over [`Trainable`], which models
+//! implement, so `train/` never imports `model/`.
+//!
+//! Each step is recorded into one command encoder and submitted once; the loss is read back
+//! only every `log_every` steps (one round trip), so the CPU stays out of the hot loop.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use crate::error::{Error, Result};
+use crate::gpu::{read_many, Gpu, Step, Tensor};
+use crate::io::safetensors::{read, write_f32, NamedTensor};
+use crate::random::Rng;
+use crate::train::{AdamW, Optimizer, Params};
+
+/// A model the trainer can train.
+pub trait Trainable {
+    /// One training example (a sentence and its label, an input and its target…).
+    type Example;
+
+    /// Records the forward pass, the loss and the backward pass for `batch` into `step`,
+    /// overwriting the gradients of every trainable tensor; returns the mean loss (shape [1]).
+    fn record_loss_and_grads(&self, step: &mut Step, batch: &[&Self::Example]) -> Result<Tensor>;
+
+    /// Records the loss of `batch` without gradients (for evaluation).
+    fn record_loss(&self, step: &mut Step, batch: &[&Self::Example]) -> Result<Tensor>;
+
+    /// The trainable stores; each gets its own AdamW state.
+    fn params(&self) -> Vec<&Params>;
+}
+
+/// How to train.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainerConfig {
+    pub optimizer: AdamW,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Seed of the per-epoch shuffle.
+    pub seed: u64,
+    /// Read the loss back (one host round trip) every this many steps, and at the end.
+    pub log_every: usize,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            optimizer: AdamW::default(),
+            batch_size: 16,
+            epochs: 1,
+            seed: 0,
+            log_every: 10,
+        }
+    }
+}
+
+/// What the progress callback sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub epoch: usize,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    /// Steps `fit` will take in all.
+    pub total_steps: u64,
+    /// The loss of the latest step whose loss was read back.
+    pub loss: f32,
+    /// The learning rate of the next step.
+    pub lr: f32,
+}
+
+/// How a `fit` ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitReport {
+    pub steps: u64,
+    /// The last loss read back (NaN if none was).
+    pub last_loss: f32,
+    /// True when the callback stopped training early.
+    pub cancelled: bool,
+}
+
+/// Trains a [`Trainable`] with AdamW.
+pub struct Trainer {
+    pub config: TrainerConfig,
+    optimizers: Vec<Optimizer>,
+}
+
+/// The `format` of a checkpoint file.
+pub const CHECKPOINT_FORMAT: &str = "spectune-checkpoint";
+
+impl Trainer {
+    /// Fresh optimizer state for every trainable store of `model`.
+    pub fn new<M: Trainable>(gpu: &Gpu, model: &M, config: TrainerConfig) -> Result<Trainer> {
+        if config.batch_size == 0 || config.log_every == 0 {
+            return Err(Error::InvalidAdapter(
+                "batch size and log interval must be at least 1".into(),
+            ));
+        }
+        let optimizers = model
+            .params()
+            .into_iter()
+            .map(|p| Optimizer::new(gpu, p, config.optimizer))
+            .collect::<Result<_>>()?;
+        Ok(Trainer { config, optimizers })
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.optimizers.first().map_or(0, Optimizer::steps)
+    }
+
+    /// Records and submits one training step on `batch`; returns its loss tensor (not read back).
+    pub fn step<M: Trainable>(
+        &mut self,
+        gpu: &Gpu,
+        model: &M,
+        batch: &[&M::Example],
+    ) -> Result<Tensor> {
+        let params = model.params();
+        if params.len() != self.optimizers.len() {
+            return Err(Error::InvalidAdapter(format!(
+                "the model has {} trainable stores but the trainer was made for {}",
+                params.len(),
+                self.optimizers.len()
+            )));
+        }
+        let mut step = Step::new(gpu, "training step");
+        let loss = model.record_loss_and_grads(&mut step, batch)?;
+        for (opt, p) in self.optimizers.iter_mut().zip(params) {
+            opt.step(&mut step, p)?;
+        }
+        step.submit()?;
+        Ok(loss)
+    }
+
+    /// Trains over `examples`, shuffled per epoch from the seed, until the configured epochs
+    /// are done (counting steps already taken: a trainer restored from a checkpoint resumes).
+    /// `on_progress` runs after every loss read-back; returning `ControlFlow::Break(())` stops
+    /// before the next step, leaving the model and optimizer as the last completed step left
+    /// them.
+    pub async fn fit<M: Trainable>(
+        &mut self,
+        gpu: &Gpu,
+        model: &M,
+        examples: &[M::Example],
+        mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<FitReport> {
+        let c = self.config;
+        if examples.is_empty() {
+            return Err(Error::InvalidAdapter("no training examples".into()));
+        }
+        let per_epoch = examples.len().div_ceil(c.batch_size) as u64;
+        let total_steps = per_epoch * c.epochs as u64;
+        let mut last_loss = f32::NAN;
+        let mut taken = 0u64;
+        // Continue from the steps already taken (an earlier fit, or a restored checkpoint), so
+        // that an interrupted run resumed from its checkpoint equals an uninterrupted one.
+        let mut order = Vec::new();
+        for s in self.steps()..total_steps {
+            let (epoch, i) = ((s / per_epoch) as usize, (s % per_epoch) as usize);
+            if order.is_empty() || i == 0 {
+                order = shuffled(examples.len(), c.seed, epoch as u64);
+            }
+            let batch: Vec<&M::Example> = order
+                .chunks(c.batch_size)
+                .nth(i)
+                .unwrap_or_default()
+                .iter()
+                .map(|&k| &examples[k])
+                .collect();
+            let loss = self.step(gpu, model, &batch)?;
+            taken += 1;
+            let last_of_all = s + 1 == total_steps;
+            if taken % c.log_every as u64 == 0 || last_of_all || i as u64 + 1 == per_epoch {
+                last_loss = read_many(gpu, &[&loss]).await?[0][0];
+                let progress = Progress {
+                    epoch,
+                    step: self.steps(),
+                    total_steps,
+                    loss: last_loss,
+                    lr: self.optimizers.first().map_or(0.0, Optimizer::current_lr),
+                };
+                if on_progress(&progress).is_break() && !last_of_all {
+                    return Ok(FitReport {
+                        steps: taken,
+                        last_loss,
+                        cancelled: true,
+                    });
+                }
+            }
+        }
+        Ok(FitReport {
+            steps: taken,
+            last_loss,
+            cancelled: false,
+        })
+    }
+
+    /// The mean loss over `examples`, in batches of the configured size, with no gradients.
+    pub async fn evaluate<M: Trainable>(
+        &self,
+        gpu: &Gpu,
+        model: &M,
+        examples: &[M::Example],
+    ) -> Result<f32> {
+        let mut losses = Vec::new();
+        let mut sizes = Vec::new();
+        for chunk in examples.chunks(self.config.batch_size) {
+            let batch: Vec<&M::Example> = chunk.iter().collect();
+            let mut step = Step::new(gpu, "evaluate");
+            losses.push(model.record_loss(&mut step, &batch)?);
+            step.submit()?;
+            sizes.push(chunk.len());
+        }
+        let refs: Vec<&Tensor> = losses.iter().collect();
+        let values = read_many(gpu, &refs).await?;
+        let total: f64 = values
+            .iter()
+            .zip(&sizes)
+            .map(|(l, &n)| l[0] as f64 * n as f64)
+            .sum();
+        Ok((total / examples.len().max(1) as f64) as f32)
+    }
+
+    /// The trainable values and the optimizer state of every store, as safetensors bytes.
+    pub async fn checkpoint<M: Trainable>(&self, gpu: &Gpu, model: &M) -> Result<Vec<u8>> {
+        let params = model.params();
+        let mut tensors: Vec<&Tensor> = Vec::new();
+        for (p, opt) in params.iter().zip(&self.optimizers) {
+            let (m, v) = opt.moments();
+            tensors.extend([p.flat_values(), m, v]);
+        }
+        let host = read_many(gpu, &tensors).await?;
+        let names =
+            (0..params.len()).flat_map(|i| ["values", "m", "v"].map(|t| format!("store{i}.{t}")));
+        let named: Vec<NamedTensor> = names
+            .zip(host)
+            .map(|(name, v)| NamedTensor::new(name, &[v.len()], v))
+            .collect();
+        let meta = HashMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
+            ("format_version".to_string(), "1".to_string()),
+            ("steps".to_string(), self.steps().to_string()),
+        ]);
+        write_f32("checkpoint", &named, meta)
+    }
+
+    /// Restores the trainable values and optimizer state from [`Trainer::checkpoint`] bytes
+    /// taken on a model of the same layout.
+    pub fn restore<M: Trainable>(&mut self, gpu: &Gpu, model: &M, bytes: &[u8]) -> Result<()> {
+        let file = read("checkpoint", bytes)?;
+        if file.metadata.get("format").map(String::as_str) != Some(CHECKPOINT_FORMAT) {
+            return Err(Error::BadFile {
+                what: "checkpoint",
+                detail: format!("not a {CHECKPOINT_FORMAT} file"),
+            });
+        }
+        if file.metadata.get("format_version").map(String::as_str) != Some("1") {
+            return Err(Error::UnsupportedVersion {
+                what: "checkpoint",
+                found: file
+                    .metadata
+                    .get("format_version")
+                    .cloned()
+                    .unwrap_or_default(),
+                supported: 1,
+            });
+        }
+        let steps: u64 = file
+            .metadata
+            .get("steps")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::BadFile {
+                what: "checkpoint",
+                detail: "no step count".into(),
+            })?;
+        for (i, (p, opt)) in model
+            .params()
+            .into_iter()
+            .zip(&mut self.optimizers)
+            .enumerate()
+        {
+            let len = p.flat_values().len();
+            let get = |t: &str| -> Result<&[f32]> {
+                Ok(&file
+                    .require("checkpoint", &format!("store{i}.{t}"), &[len])?
+                    .values)
+            };
+            p.flat_values().write(gpu, get("values")?)?;
+            opt.restore(gpu, get("m")?, get("v")?, steps)?;
+        }
+        Ok(())
+    }
+}
+
+/// 0..n in a seeded order for `epoch` (Fisher–Yates).
+fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    order
+}

@@ -1,0 +1,197 @@
+//! The training loop on one adapted layer: it learns, stops between steps when asked, and a run
+//! interrupted and resumed from its checkpoint ends bit-identical to an uninterrupted one.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use common::{block_on, gpu};
+use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+use spectune::reference::Rng;
+use spectune::train::{mse, AdamW, Params, Schedule, Trainable, Trainer, TrainerConfig};
+use spectune::{Error, Gpu, Step, Tensor};
+
+/// Regression onto x W*ᵀ through a spectral adapter on W.
+struct Regression {
+    adapter: Adapter,
+    m: usize,
+    n: usize,
+}
+
+struct Example {
+    x: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Regression {
+    fn upload(&self, gpu: &Gpu, batch: &[&Example]) -> spectune::Result<(Tensor, Tensor)> {
+        let x: Vec<f32> = batch.iter().flat_map(|e| e.x.iter().copied()).collect();
+        let y: Vec<f32> = batch.iter().flat_map(|e| e.y.iter().copied()).collect();
+        Ok((
+            Tensor::from_slice(gpu, &[batch.len(), self.n], &x)?,
+            Tensor::from_slice(gpu, &[batch.len(), self.m], &y)?,
+        ))
+    }
+}
+
+impl Trainable for Regression {
+    type Example = Example;
+
+    fn record_loss_and_grads(
+        &self,
+        step: &mut Step,
+        batch: &[&Example],
+    ) -> spectune::Result<Tensor> {
+        let (x, target) = self.upload(step.gpu(), batch)?;
+        let layer = self.adapter.layer(0);
+        let (y, saved) = layer.forward(step, &x, None)?;
+        let (loss, d_y) = mse(step, &y, &target)?;
+        layer.backward(step, &x, &saved, &d_y, false)?;
+        Ok(loss)
+    }
+
+    fn record_loss(&self, step: &mut Step, batch: &[&Example]) -> spectune::Result<Tensor> {
+        let (x, target) = self.upload(step.gpu(), batch)?;
+        let (y, _) = self.adapter.layer(0).forward(step, &x, None)?;
+        Ok(mse(step, &y, &target)?.0)
+    }
+
+    fn params(&self) -> Vec<&Params> {
+        vec![self.adapter.params()]
+    }
+}
+
+const M: usize = 16;
+const N: usize = 12;
+
+fn setup(gpu: &Gpu) -> (Regression, Vec<Example>) {
+    let mut rng = Rng::new(21);
+    let w = rng.vec_f32(M * N);
+    let w_star: Vec<f32> = w.iter().map(|&v| v + 0.2 * rng.normal() as f32).collect();
+    let examples = (0..37)
+        .map(|_| {
+            let x = rng.vec_f32(N);
+            let y = (0..M)
+                .map(|i| (0..N).map(|j| w_star[i * N + j] * x[j]).sum())
+                .collect();
+            Example { x, y }
+        })
+        .collect();
+    let w_t = Tensor::from_slice(gpu, &[M, N], &w).unwrap();
+    let adapter = block_on(Adapter::new(
+        gpu,
+        AdapterConfig::new(AdapterKind::SpectralAdditive, 4),
+        &[("l", &w_t)],
+    ))
+    .unwrap();
+    (
+        Regression {
+            adapter,
+            m: M,
+            n: N,
+        },
+        examples,
+    )
+}
+
+fn config(epochs: usize) -> TrainerConfig {
+    TrainerConfig {
+        optimizer: AdamW::default().lr(1e-2).schedule(Schedule::Cosine {
+            warmup: 3,
+            total: 30,
+        }),
+        batch_size: 8,
+        epochs,
+        seed: 5,
+        log_every: 2,
+    }
+}
+
+#[test]
+fn fit_lowers_the_loss_and_reports_progress() {
+    let Some(gpu) = gpu() else { return };
+    let (model, examples) = setup(gpu);
+    let mut trainer = Trainer::new(gpu, &model, config(6)).unwrap();
+    let before = block_on(trainer.evaluate(gpu, &model, &examples)).unwrap();
+    let mut seen = Vec::new();
+    let report = block_on(trainer.fit(gpu, &model, &examples, |p| {
+        seen.push(p.step);
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    let after = block_on(trainer.evaluate(gpu, &model, &examples)).unwrap();
+    eprintln!(
+        "loss {before:.4} -> {after:.4} in {} steps; progress at {seen:?}",
+        report.steps
+    );
+    assert_eq!(
+        report.steps, 30,
+        "37 examples in batches of 8 is 5 steps an epoch"
+    );
+    assert!(!report.cancelled);
+    assert!(after < 0.5 * before, "{before} -> {after}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&30),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn the_callback_stops_training_between_steps() {
+    let Some(gpu) = gpu() else { return };
+    let (model, examples) = setup(gpu);
+    let mut trainer = Trainer::new(
+        gpu,
+        &model,
+        TrainerConfig {
+            log_every: 1,
+            ..config(6)
+        },
+    )
+    .unwrap();
+    let report = block_on(trainer.fit(gpu, &model, &examples, |p| {
+        if p.step >= 3 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }))
+    .unwrap();
+    assert!(report.cancelled);
+    assert_eq!((report.steps, trainer.steps()), (3, 3));
+}
+
+#[test]
+fn a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one() {
+    let Some(gpu) = gpu() else { return };
+    let (model_a, examples) = setup(gpu);
+    let mut a = Trainer::new(gpu, &model_a, config(4)).unwrap();
+    block_on(a.fit(gpu, &model_a, &examples, |_| ControlFlow::Continue(()))).unwrap();
+
+    // B: two epochs, a checkpoint, then a fresh model and trainer restored from it, two more.
+    let (model_b, _) = setup(gpu);
+    let mut b = Trainer::new(gpu, &model_b, config(2)).unwrap();
+    block_on(b.fit(gpu, &model_b, &examples, |_| ControlFlow::Continue(()))).unwrap();
+    let checkpoint = block_on(b.checkpoint(gpu, &model_b)).unwrap();
+    let (model_c, _) = setup(gpu);
+    let mut c = Trainer::new(gpu, &model_c, config(4)).unwrap();
+    c.restore(gpu, &model_c, &checkpoint).unwrap();
+    assert_eq!(c.steps(), 10);
+    let report = block_on(c.fit(gpu, &model_c, &examples, |_| ControlFlow::Continue(()))).unwrap();
+    assert_eq!(report.steps, 10);
+
+    let pa = block_on(model_a.adapter.params().read_values(gpu)).unwrap();
+    let pc = block_on(model_c.adapter.params().read_values(gpu)).unwrap();
+    assert_eq!(
+        pa.concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        pc.concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+
+    // An adapter file is not a checkpoint.
+    let adapter_file = block_on(model_a.adapter.save(gpu)).unwrap();
+    assert!(matches!(
+        c.restore(gpu, &model_c, &adapter_file),
+        Err(Error::BadFile { .. })
+    ));
+}
