@@ -2,7 +2,9 @@
 # Installs what building and testing spectune needs, skipping what is already there:
 # Debian packages (lavapipe Vulkan, Chromium + ChromeDriver), the wasm32 target, wasm-bindgen-cli
 # at exactly Cargo.lock's wasm-bindgen version, the npm dev dependencies, and a Python virtualenv
-# .venv with numpy + safetensors (tests/python/check_peft.py checks the PEFT export with them).
+# .venv with numpy + safetensors (tests/python/check_peft.py checks the PEFT export with them)
+# and tokenizers (tests/python/tokenize_ref.py, the tokenizer's reference), and the pinned
+# models and data in ~/.cache/spectune (scripts/fetch-assets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +38,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 
-# Pinned; both have wheels for CPython 3.11 manylinux x86_64, and only wheels are accepted.
-py_pins=(numpy==2.4.6 safetensors==0.8.0)
+# Pinned; all have wheels for CPython 3.11 manylinux x86_64, and only wheels are accepted.
+py_pins=(numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 have_pins=$(.venv/bin/python -m pip freeze 2>/dev/null || true)
 for pin in "${py_pins[@]}"; do
@@ -47,3 +49,5 @@ for pin in "${py_pins[@]}"; do
     break
   fi
 done
+
+bash scripts/fetch-assets.sh

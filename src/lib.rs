@@ -29,6 +29,7 @@ pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod linalg;
+pub mod model;
 pub mod random;
 pub mod reference;
 pub mod shaders;

@@ -30,6 +30,19 @@ pub const ADAPTER: Shader = shader!("adapter.wgsl");
 /// Adapter R's Cayley rotations, forward and backward, in one workgroup (`R` = rank).
 pub const ROTATION: Shader = shader!("rotation.wgsl");
 
+/// BERT layers (`model::layers`): layer norm forward and backward.
+pub const LAYER_NORM: Shader = shader!("layer_norm.wgsl");
+/// GELU (erf form), forward and backward.
+pub const ACTIVATION: Shader = shader!("activation.wgsl");
+/// Fused masked multi-head self-attention, forward and backward (`HEAD_DIM` = head width).
+pub const ATTENTION: Shader = shader!("attention.wgsl");
+/// Word + position + token-type embeddings.
+pub const EMBEDDING: Shader = shader!("embedding.wgsl");
+/// Masked mean pooling over the sequence, forward and backward.
+pub const POOLING: Shader = shader!("pooling.wgsl");
+/// Softmax cross-entropy with integer labels.
+pub const LOSS: Shader = shader!("loss.wgsl");
+
 /// All shaders, for validation.
 pub const ALL: &[Shader] = &[
     MATMUL,
@@ -40,6 +53,12 @@ pub const ALL: &[Shader] = &[
     ADAMW,
     ADAPTER,
     ROTATION,
+    LAYER_NORM,
+    ACTIVATION,
+    ATTENTION,
+    EMBEDDING,
+    POOLING,
+    LOSS,
 ];
 
 #[cfg(test)]
@@ -73,6 +92,7 @@ mod tests {
                 variants.push((ROTATION, entry, vec![("R", r.to_string())]));
             }
         }
+        variants.extend(crate::model::layers::shader_variants());
         for shader in ALL {
             if !shader.source.contains("{{") {
                 variants.push((*shader, "", vec![]));

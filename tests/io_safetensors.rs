@@ -17,14 +17,24 @@ fn file(header: &str, data: &[u8]) -> Vec<u8> {
 
 fn bad_file_message(bytes: &[u8]) -> String {
     match read("test file", bytes) {
-        Err(Error::BadFile { what: "test file", detail }) => detail,
+        Err(Error::BadFile {
+            what: "test file",
+            detail,
+        }) => detail,
         other => panic!("expected a BadFile error, got {other:?}"),
     }
 }
 
 #[test]
 fn round_trip_keeps_values_names_and_metadata() {
-    let tensors = vec![NamedTensor::new("encoder.layer.0.weight", &[2, 3], vec![1.0, -2.5, 3.25, f32::MIN_POSITIVE, 0.0, 1e30]), NamedTensor::new("bias", &[3], vec![0.5, 0.25, -0.125])];
+    let tensors = vec![
+        NamedTensor::new(
+            "encoder.layer.0.weight",
+            &[2, 3],
+            vec![1.0, -2.5, 3.25, f32::MIN_POSITIVE, 0.0, 1e30],
+        ),
+        NamedTensor::new("bias", &[3], vec![0.5, 0.25, -0.125]),
+    ];
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     let bytes = write_f32("test file", &tensors, meta.clone()).unwrap();
     let back = read("test file", &bytes).unwrap();
@@ -32,14 +42,23 @@ fn round_trip_keeps_values_names_and_metadata() {
     for t in &tensors {
         assert_eq!(back.get(&t.name), Some(t));
     }
-    assert_eq!(back.require("test file", "bias", &[3]).unwrap().values, tensors[1].values);
+    assert_eq!(
+        back.require("test file", "bias", &[3]).unwrap().values,
+        tensors[1].values
+    );
 }
 
 #[test]
 fn half_precision_widens_exactly() {
     // 1.0, −2.0, 0.5 in F16 (0x3C00, 0xC000, 0x3800) and BF16 (0x3F80, 0xC000, 0x3F00).
-    let f16: Vec<u8> = [0x3C00u16, 0xC000, 0x3800].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bf16: Vec<u8> = [0x3F80u16, 0xC000, 0x3F00].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f16: Vec<u8> = [0x3C00u16, 0xC000, 0x3800]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let bf16: Vec<u8> = [0x3F80u16, 0xC000, 0x3F00]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let header = r#"{"h":{"dtype":"F16","shape":[3],"data_offsets":[0,6]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[6,12]}}"#;
     let back = read("test file", &file(header, &[f16, bf16].concat())).unwrap();
     assert_eq!(back.get("h").unwrap().values, vec![1.0, -2.0, 0.5]);
@@ -48,7 +67,10 @@ fn half_precision_widens_exactly() {
 
 #[test]
 fn bad_files_are_named_errors() {
-    let valid = file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let valid = file(
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     assert!(read("test file", &valid).is_ok());
     // Truncated: in the data, in the header, in the length prefix.
     for cut in [valid.len() - 3, 20, 5, 0] {
@@ -56,11 +78,29 @@ fn bad_files_are_named_errors() {
         eprintln!("truncated to {cut}: {detail}");
     }
     // Overlapping offsets.
-    eprintln!("overlap: {}", bad_file_message(&file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, &[0; 12])));
+    eprintln!(
+        "overlap: {}",
+        bad_file_message(&file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12]
+        ))
+    );
     // Offsets past the end of the data.
-    eprintln!("past the end: {}", bad_file_message(&file(r#"{"a":{"dtype":"F32","shape":[200],"data_offsets":[0,800]}}"#, &[0; 8])));
+    eprintln!(
+        "past the end: {}",
+        bad_file_message(&file(
+            r#"{"a":{"dtype":"F32","shape":[200],"data_offsets":[0,800]}}"#,
+            &[0; 8]
+        ))
+    );
     // Offsets that disagree with the shape.
-    eprintln!("shape vs offsets: {}", bad_file_message(&file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8])));
+    eprintln!(
+        "shape vs offsets: {}",
+        bad_file_message(&file(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            &[0; 8]
+        ))
+    );
     // A header that claims a terabyte: refused before any allocation of that size.
     let mut huge = valid.clone();
     huge[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
@@ -68,18 +108,34 @@ fn bad_files_are_named_errors() {
     // A header that is not JSON.
     eprintln!("not JSON: {}", bad_file_message(&file("{not json", &[])));
     // A dtype we do not read.
-    let detail = bad_file_message(&file(r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]));
+    let detail = bad_file_message(&file(
+        r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    ));
     assert!(detail.contains("ids") && detail.contains("I64"), "{detail}");
 }
 
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
-    let bytes = file(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, &[0; 8]);
+    let bytes = file(
+        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        &[0; 8],
+    );
     let f = read("model file", &bytes).unwrap();
-    match f.require("model file", "encoder.layer.0.attention.self.query.weight", &[384, 384]) {
-        Err(Error::MissingTensor { what: "model file", name }) => assert_eq!(name, "encoder.layer.0.attention.self.query.weight"),
+    match f.require(
+        "model file",
+        "encoder.layer.0.attention.self.query.weight",
+        &[384, 384],
+    ) {
+        Err(Error::MissingTensor {
+            what: "model file",
+            name,
+        }) => assert_eq!(name, "encoder.layer.0.attention.self.query.weight"),
         other => panic!("{other:?}"),
     }
     let err = f.require("model file", "a", &[3]).unwrap_err();
-    assert!(err.to_string().contains("[2]") && err.to_string().contains("[3]"), "{err}");
+    assert!(
+        err.to_string().contains("[2]") && err.to_string().contains("[3]"),
+        "{err}"
+    );
 }

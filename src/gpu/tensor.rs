@@ -77,6 +77,13 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Uploads u32 data (token ids, labels) as a tensor of `shape`: the bits go unchanged into the
+    /// same kind of buffer an f32 tensor uses, and kernels read it as `array<u32>`. Only kernels
+    /// that declare it so should read it; as f32 its values are meaningless.
+    pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        Self::from_slice(gpu, shape, bytemuck::cast_slice(data))
+    }
+
     /// Overwrites the tensor's values with `data` (row-major, same length).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         if data.len() != self.len() {

@@ -1,3 +1,5 @@
-//! Bytes in and out: safetensors files (the `safetensors` crate), every header checked.
+//! Bytes in and out: safetensors files (the `safetensors` crate), every header checked, and
+//! tokenizer.json files (the `tokenizers` crate).
 
 pub mod safetensors;
+pub mod tokenizer;

@@ -41,9 +41,15 @@ impl SafetensorsFile {
 
     /// The tensor called `name`, which must exist and have `shape`.
     pub fn require(&self, what: &'static str, name: &str, shape: &[usize]) -> Result<&NamedTensor> {
-        let t = self.get(name).ok_or_else(|| Error::MissingTensor { what, name: name.to_string() })?;
+        let t = self.get(name).ok_or_else(|| Error::MissingTensor {
+            what,
+            name: name.to_string(),
+        })?;
         if t.shape != shape {
-            return Err(bad(what, format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape)));
+            return Err(bad(
+                what,
+                format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape),
+            ));
         }
         Ok(t)
     }
@@ -89,12 +95,33 @@ pub fn read(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
     for (name, view) in file.iter() {
         let data = view.data();
         let values = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(bad(what, format!("tensor {name} is {other:?}; spectune reads F32, F16 and BF16"))),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(bad(
+                    what,
+                    format!("tensor {name} is {other:?}; spectune reads F32, F16 and BF16"),
+                ))
+            }
         };
-        tensors.push(NamedTensor { name: name.to_string(), shape: view.shape().to_vec(), values });
+        tensors.push(NamedTensor {
+            name: name.to_string(),
+            shape: view.shape().to_vec(),
+            values,
+        });
     }
-    Ok(SafetensorsFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+    Ok(SafetensorsFile {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
 }

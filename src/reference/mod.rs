@@ -2,6 +2,7 @@
 //! plus the one comparison helper every test uses.
 
 pub mod adapter;
+pub mod layers;
 
 pub use crate::random::Rng;
 

@@ -1,0 +1,95 @@
+//! A frozen linear layer y = x Wᵀ + b, W (out × in) as Hugging Face stores it
+//! (`<name>.weight`, `<name>.bias`), which an adapter may take over.
+
+use crate::adapter::kernels::add_bias;
+use crate::adapter::{LayerAdapter, Saved};
+use crate::error::{Error, Result};
+use crate::gpu::{Step, Tensor};
+use crate::linalg::{gemm, Gemm};
+
+/// A frozen linear layer.
+#[derive(Debug)]
+pub struct Linear {
+    pub name: String,
+    /// W (out × in).
+    pub weight: Tensor,
+    /// b (out).
+    pub bias: Option<Tensor>,
+}
+
+/// What a linear layer's forward pass keeps for its backward pass.
+#[derive(Debug)]
+pub enum LinearSaved {
+    Frozen,
+    Adapted(Saved),
+}
+
+impl Linear {
+    /// Checks that W is 2D and b matches its rows.
+    pub fn new(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        let name = name.into();
+        let &[m, _] = weight.shape() else {
+            return Err(Error::ShapeMismatch { op: "linear", detail: format!("{name}.weight must be 2D (out × in), got {:?}", weight.shape()) });
+        };
+        if let Some(b) = &bias {
+            if b.shape() != [m] {
+                return Err(Error::ShapeMismatch { op: "linear", detail: format!("{name}.bias is {:?}, expected [{m}]", b.shape()) });
+            }
+        }
+        Ok(Linear { name, weight, bias })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// Records y = x W'ᵀ + b for X (…, in): through `adapter` when one adapts this layer.
+    pub fn forward(&self, step: &mut Step, x: &Tensor, adapter: Option<&LayerAdapter>) -> Result<(Tensor, LinearSaved)> {
+        if let Some(a) = adapter {
+            let (y, saved) = a.forward(step, x, self.bias.as_ref())?;
+            return Ok((y, LinearSaved::Adapted(saved)));
+        }
+        let n = self.in_features();
+        if x.shape().last() != Some(&n) {
+            return Err(Error::ShapeMismatch { op: "linear", detail: format!("input {:?} should end in {n} features ({})", x.shape(), self.name) });
+        }
+        let rows = x.len() / n;
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("checked non-empty above") = self.out_features();
+        let y = Tensor::uninit(step.gpu(), &[rows, self.out_features()])?;
+        gemm(step, &Gemm::default().trans_b(true), &x.view(0, &[rows, n])?, &self.weight, &y)?;
+        if let Some(b) = &self.bias {
+            add_bias(step, &y, b)?;
+        }
+        Ok((y.reshape(&shape)?, LinearSaved::Frozen))
+    }
+
+    /// Records the backward pass from dY: the adapter's gradients (when adapted) and, when
+    /// `want_dx`, dx = dY W'.
+    pub fn backward(&self, step: &mut Step, x: &Tensor, saved: &LinearSaved, d_y: &Tensor, adapter: Option<&LayerAdapter>, want_dx: bool) -> Result<Option<Tensor>> {
+        match (saved, adapter) {
+            (LinearSaved::Adapted(s), Some(a)) => a.backward(step, x, s, d_y, want_dx),
+            (LinearSaved::Frozen, None) if want_dx => {
+                let m = self.out_features();
+                let rows = d_y.len() / m.max(1);
+                let d_x = Tensor::uninit(step.gpu(), x.shape())?;
+                gemm(step, &Gemm::default(), &d_y.view(0, &[rows, m])?, &self.weight, &d_x.view(0, &[rows, self.in_features()])?)?;
+                Ok(Some(d_x))
+            }
+            (LinearSaved::Frozen, None) => Ok(None),
+            _ => Err(Error::InvalidAdapter(format!("{}: the adapter changed between forward and backward", self.name))),
+        }
+    }
+}
+
+/// Whether layer `name` matches a target `pattern`: `*`, the exact name, or a dot-separated
+/// suffix of it (`query` matches `encoder.layer.0.attention.self.query`), as PEFT matches.
+pub fn matches_target(name: &str, pattern: &str) -> bool {
+    pattern == "*" || name == pattern || name.ends_with(&format!(".{pattern}"))
+}
