@@ -99,7 +99,12 @@ fn main() -> spectune::Result<()> {
     let row =
         |name: &str, r: (f64, usize)| println!("| {name:<36} | {:>10} | {:>9.2} |", r.1, r.0 * 1e3);
     if std::env::var("ONLY_ATTN").is_ok() {
-        row("attention forward", time_steps(&gpu, |s| attention_forward(s, &q, &k, &v, &mask, heads).map(drop))?);
+        row(
+            "attention forward",
+            time_steps(&gpu, |s| {
+                attention_forward(s, &q, &k, &v, &mask, heads).map(drop)
+            })?,
+        );
         return Ok(());
     }
     row(

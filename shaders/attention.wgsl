@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 const D: u32 = {{HEAD_DIM}}u;
-const D4: u32 = D / 4u;
+const SEQ: u32 = 128u;
 const WG: u32 = 64u;
 
 // Start of (b, t, h)'s D-vector in a (batch, seq, heads·D) tensor.
@@ -50,34 +50,38 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     let b = wid.z;
     if (i >= p.seq) { return; }
     let qi = row_start(b, i, h);
-    var q: array<vec4<f32>, D4>;
-    for (var d = 0u; d < D4; d++) { q[d] = vec4(af_q[qi + 4u*d], af_q[qi + 4u*d+1u], af_q[qi + 4u*d+2u], af_q[qi + 4u*d+3u]) * p.scale; }
+    var q: array<f32, D>;
+    for (var d = 0u; d < D; d++) { q[d] = af_q[qi + d] * p.scale; }
     let pi = probs_start(b, h, i);
+
+    // Pass 1: scores into P's row, and their max over the real keys.
     var m = -3.0e38;
-    for (var j = 0u; j < p.seq; j++) {
+    for (var j = 0u; j < SEQ; j++) {
         var s = 0.0;
         if (af_mask[b * p.seq + j] != 0.0) {
             let kj = row_start(b, j, h);
-            for (var d = 0u; d < D4; d++) { s += dot(q[d], vec4(af_k[kj + 4u*d], af_k[kj + 4u*d+1u], af_k[kj + 4u*d+2u], af_k[kj + 4u*d+3u])); }
+            for (var d = 0u; d < D; d++) { s = fma(q[d], af_k[kj + d], s); }
             m = max(m, s);
         }
         af_probs[pi + j] = s;
     }
-    var acc: array<vec4<f32>, D4>;
+    // Pass 2: e_j = exp(s_j − m), their sum, and Σ e_j v_j.
+    var acc: array<f32, D>;
     var l = 0.0;
-    for (var j = 0u; j < p.seq; j++) {
+    for (var j = 0u; j < SEQ; j++) {
         var e = 0.0;
         if (af_mask[b * p.seq + j] != 0.0) {
             e = exp(af_probs[pi + j] - m);
             let vj = row_start(b, j, h);
-            for (var d = 0u; d < D4; d++) { acc[d] += e * vec4(af_v[vj + 4u*d], af_v[vj + 4u*d+1u], af_v[vj + 4u*d+2u], af_v[vj + 4u*d+3u]); }
+            for (var d = 0u; d < D; d++) { acc[d] = fma(e, af_v[vj + d], acc[d]); }
         }
         l += e;
         af_probs[pi + j] = e;
     }
+    // Pass 3: normalise. l ≥ 1 when any key is real (the max contributes e = 1).
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    for (var d = 0u; d < D4; d++) { let a = acc[d] * inv; af_ctx[qi + 4u*d] = a.x; af_ctx[qi + 4u*d+1u] = a.y; af_ctx[qi + 4u*d+2u] = a.z; af_ctx[qi + 4u*d+3u] = a.w; }
-    for (var j = 0u; j < p.seq; j++) { af_probs[pi + j] *= inv; }
+    for (var d = 0u; d < D; d++) { af_ctx[qi + d] = acc[d] * inv; }
+    for (var j = 0u; j < SEQ; j++) { af_probs[pi + j] *= inv; }
 }
 
 // ---- attention_backward_query: dq and Δ

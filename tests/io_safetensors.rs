@@ -107,12 +107,18 @@ fn bad_files_are_named_errors() {
     eprintln!("huge header: {}", bad_file_message(&huge));
     // A header that is not JSON.
     eprintln!("not JSON: {}", bad_file_message(&file("{not json", &[])));
-    // A dtype we do not read.
-    let detail = bad_file_message(&file(
-        r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
-        &[0; 8],
-    ));
-    assert!(detail.contains("ids") && detail.contains("I64"), "{detail}");
+    // A dtype we do not read: listed apart, and an error when required.
+    let f = read(
+        "test file",
+        &file(
+            r#"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+            &[0; 8],
+        ),
+    )
+    .unwrap();
+    assert_eq!(f.other_dtypes, vec![("ids".to_string(), "I64".to_string())]);
+    let err = f.require("test file", "ids", &[1]).unwrap_err().to_string();
+    assert!(err.contains("ids") && err.contains("I64"), "{err}");
 }
 
 #[test]

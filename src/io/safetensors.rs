@@ -31,6 +31,9 @@ impl NamedTensor {
 pub struct SafetensorsFile {
     pub tensors: Vec<NamedTensor>,
     pub metadata: HashMap<String, String>,
+    /// Tensors of other dtypes (integer buffers such as BERT's `position_ids`), by name and
+    /// dtype: kept out of `tensors`, and an error if required.
+    pub other_dtypes: Vec<(String, String)>,
 }
 
 impl SafetensorsFile {
@@ -41,6 +44,12 @@ impl SafetensorsFile {
 
     /// The tensor called `name`, which must exist and have `shape`.
     pub fn require(&self, what: &'static str, name: &str, shape: &[usize]) -> Result<&NamedTensor> {
+        if let Some((_, dtype)) = self.other_dtypes.iter().find(|(n, _)| n == name) {
+            return Err(bad(
+                what,
+                format!("tensor {name} is {dtype}; spectune reads F32, F16 and BF16"),
+            ));
+        }
         let t = self.get(name).ok_or_else(|| Error::MissingTensor {
             what,
             name: name.to_string(),
@@ -87,11 +96,13 @@ pub fn write_f32(
     safetensors::serialize(views, metadata).map_err(|e| bad(what, e))
 }
 
-/// Parses safetensors bytes whose tensors are floats (F32, F16 or BF16), as f32.
+/// Parses safetensors bytes: float tensors (F32, F16, BF16) as f32; others are listed in
+/// `other_dtypes`.
 pub fn read(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| bad(what, e))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(what, e))?;
     let mut tensors = Vec::new();
+    let mut other_dtypes = Vec::new();
     for (name, view) in file.iter() {
         let data = view.data();
         let values = match view.dtype() {
@@ -108,10 +119,8 @@ pub fn read(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
             other => {
-                return Err(bad(
-                    what,
-                    format!("tensor {name} is {other:?}; spectune reads F32, F16 and BF16"),
-                ))
+                other_dtypes.push((name.to_string(), format!("{other:?}")));
+                continue;
             }
         };
         tensors.push(NamedTensor {
@@ -123,5 +132,6 @@ pub fn read(what: &'static str, bytes: &[u8]) -> Result<SafetensorsFile> {
     Ok(SafetensorsFile {
         tensors,
         metadata: header.metadata().clone().unwrap_or_default(),
+        other_dtypes,
     })
 }

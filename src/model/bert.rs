@@ -13,7 +13,8 @@ use crate::gpu::{Gpu, Step, Tensor};
 use crate::io::safetensors::SafetensorsFile;
 use crate::linalg::{add, axpy};
 use crate::model::layers::{
-    attention_backward, attention_forward, embeddings_forward, gelu_backward, gelu_forward, layer_norm_backward, layer_norm_forward, mean_pool_backward, mean_pool_forward,
+    attention_backward, attention_forward, embeddings_forward, gelu_backward, gelu_forward,
+    layer_norm_backward, layer_norm_forward, mean_pool_backward, mean_pool_forward,
     EmbeddingTables,
 };
 use crate::model::linear::{matches_target, Linear, LinearSaved};
@@ -35,9 +36,17 @@ pub struct BertConfig {
 impl BertConfig {
     /// Reads a Hugging Face `config.json`.
     pub fn from_json(text: &str) -> Result<BertConfig> {
-        let bad = |detail: String| Error::BadFile { what: "BERT config.json", detail };
+        let bad = |detail: String| Error::BadFile {
+            what: "BERT config.json",
+            detail,
+        };
         let v: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
-        let get = |key: &str| v[key].as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("{key} is missing or not a whole number")));
+        let get = |key: &str| {
+            v[key]
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("{key} is missing or not a whole number")))
+        };
         let config = BertConfig {
             vocab_size: get("vocab_size")?,
             hidden_size: get("hidden_size")?,
@@ -48,8 +57,15 @@ impl BertConfig {
             type_vocab_size: get("type_vocab_size")?,
             layer_norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
         };
-        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
-            return Err(bad(format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads)));
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                config.hidden_size, config.num_attention_heads
+            )));
         }
         Ok(config)
     }
@@ -77,7 +93,14 @@ pub struct BertLayer {
 
 impl BertLayer {
     fn linears(&self) -> [&Linear; 6] {
-        [&self.query, &self.key, &self.value, &self.attention_output, &self.intermediate, &self.output]
+        [
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_output,
+            &self.intermediate,
+            &self.output,
+        ]
     }
 }
 
@@ -135,14 +158,29 @@ impl Bert {
     /// prefix is accepted), checking every tensor's presence and shape against `config`.
     pub fn from_safetensors(gpu: &Gpu, file: &SafetensorsFile, config: BertConfig) -> Result<Bert> {
         const WHAT: &str = "BERT weights";
-        let prefix = if file.get("bert.embeddings.word_embeddings.weight").is_some() { "bert." } else { "" };
+        let prefix = if file.get("bert.embeddings.word_embeddings.weight").is_some() {
+            "bert."
+        } else {
+            ""
+        };
         let tensor = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = file.require(WHAT, &format!("{prefix}{name}"), shape)?;
             Tensor::from_slice(gpu, shape, &t.values)
         };
         let (h, i) = (config.hidden_size, config.intermediate_size);
-        let linear = |name: String, m: usize, n: usize| -> Result<Linear> { Linear::new(name.clone(), tensor(&format!("{name}.weight"), &[m, n])?, Some(tensor(&format!("{name}.bias"), &[m])?)) };
-        let norm = |name: String| -> Result<LayerNorm> { Ok(LayerNorm { gamma: tensor(&format!("{name}.weight"), &[h])?, beta: tensor(&format!("{name}.bias"), &[h])? }) };
+        let linear = |name: String, m: usize, n: usize| -> Result<Linear> {
+            Linear::new(
+                name.clone(),
+                tensor(&format!("{name}.weight"), &[m, n])?,
+                Some(tensor(&format!("{name}.bias"), &[m])?),
+            )
+        };
+        let norm = |name: String| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                gamma: tensor(&format!("{name}.weight"), &[h])?,
+                beta: tensor(&format!("{name}.bias"), &[h])?,
+            })
+        };
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
                 let p = format!("encoder.layer.{l}");
@@ -161,8 +199,14 @@ impl Bert {
         Ok(Bert {
             config,
             word: tensor("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
-            position: tensor("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
-            token_type: tensor("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?,
+            position: tensor(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_type: tensor(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?,
             embedding_norm: norm("embeddings.LayerNorm".into())?,
             layers,
             adapter: None,
@@ -175,11 +219,26 @@ impl Bert {
         let mut file = SafetensorsFile::default();
         let (h, i) = (config.hidden_size, config.intermediate_size);
         let mut push = |name: String, shape: &[usize], scale: f32, offset: f32| {
-            let values = rng.vec_f32(shape.iter().product()).iter().map(|v| offset + scale * v).collect();
-            file.tensors.push(crate::io::safetensors::NamedTensor::new(name, shape, values));
+            let values = rng
+                .vec_f32(shape.iter().product())
+                .iter()
+                .map(|v| offset + scale * v)
+                .collect();
+            file.tensors.push(crate::io::safetensors::NamedTensor::new(
+                name, shape, values,
+            ));
         };
-        for (name, rows) in [("word", config.vocab_size), ("position", config.max_position_embeddings), ("token_type", config.type_vocab_size)] {
-            push(format!("embeddings.{name}_embeddings.weight"), &[rows, h], 0.5, 0.0);
+        for (name, rows) in [
+            ("word", config.vocab_size),
+            ("position", config.max_position_embeddings),
+            ("token_type", config.type_vocab_size),
+        ] {
+            push(
+                format!("embeddings.{name}_embeddings.weight"),
+                &[rows, h],
+                0.5,
+                0.0,
+            );
         }
         let norm = |push: &mut dyn FnMut(String, &[usize], f32, f32), name: String| {
             push(format!("{name}.weight"), &[h], 0.1, 1.0);
@@ -188,8 +247,20 @@ impl Bert {
         norm(&mut push, "embeddings.LayerNorm".into());
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            for (name, m, n) in [("attention.self.query", h, h), ("attention.self.key", h, h), ("attention.self.value", h, h), ("attention.output.dense", h, h), ("intermediate.dense", i, h), ("output.dense", h, i)] {
-                push(format!("{p}.{name}.weight"), &[m, n], 0.5 / (n as f32).sqrt() * 2.0, 0.0);
+            for (name, m, n) in [
+                ("attention.self.query", h, h),
+                ("attention.self.key", h, h),
+                ("attention.self.value", h, h),
+                ("attention.output.dense", h, h),
+                ("intermediate.dense", i, h),
+                ("output.dense", h, i),
+            ] {
+                push(
+                    format!("{p}.{name}.weight"),
+                    &[m, n],
+                    0.5 / (n as f32).sqrt() * 2.0,
+                    0.0,
+                );
                 push(format!("{p}.{name}.bias"), &[m], 0.1, 0.0);
             }
             norm(&mut push, format!("{p}.attention.output.LayerNorm"));
@@ -205,10 +276,21 @@ impl Bert {
 
     /// Builds an adapter on every linear layer matching one of `targets` (`query`, `value`,
     /// `attention.output.dense`, `intermediate.dense`, `output.dense`, a full name, or `*`).
-    pub async fn add_adapter(&mut self, gpu: &Gpu, config: AdapterConfig, targets: &[&str]) -> Result<&Adapter> {
-        let chosen: Vec<(&str, &Tensor)> = self.linears().filter(|l| targets.iter().any(|p| matches_target(&l.name, p))).map(|l| (l.name.as_str(), &l.weight)).collect();
+    pub async fn add_adapter(
+        &mut self,
+        gpu: &Gpu,
+        config: AdapterConfig,
+        targets: &[&str],
+    ) -> Result<&Adapter> {
+        let chosen: Vec<(&str, &Tensor)> = self
+            .linears()
+            .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
+            .map(|l| (l.name.as_str(), &l.weight))
+            .collect();
         if chosen.is_empty() {
-            return Err(Error::InvalidAdapter(format!("no linear layer matches {targets:?}")));
+            return Err(Error::InvalidAdapter(format!(
+                "no linear layer matches {targets:?}"
+            )));
         }
         let adapter = Adapter::new(gpu, config, &chosen).await?;
         Ok(self.adapter.insert(adapter))
@@ -229,12 +311,27 @@ impl Bert {
         let c = self.config;
         let (b, t) = (tokens.batch, tokens.seq);
         if tokens.mask.len() != b * t {
-            return Err(Error::DataLength { what: "attention mask", len: tokens.mask.len(), shape: vec![b, t], expected: b * t });
+            return Err(Error::DataLength {
+                what: "attention mask",
+                len: tokens.mask.len(),
+                shape: vec![b, t],
+                expected: b * t,
+            });
         }
         let mask = Tensor::from_slice(step.gpu(), &[b, t], &tokens.mask)?;
-        let tables = EmbeddingTables { word: &self.word, position: &self.position, token_type: &self.token_type };
+        let tables = EmbeddingTables {
+            word: &self.word,
+            position: &self.position,
+            token_type: &self.token_type,
+        };
         let embedded = embeddings_forward(step, tables, &tokens.ids, &tokens.type_ids, b, t)?;
-        let (mut x, _) = layer_norm_forward(step, &embedded, &self.embedding_norm.gamma, &self.embedding_norm.beta, c.layer_norm_eps)?;
+        let (mut x, _) = layer_norm_forward(
+            step,
+            &embedded,
+            &self.embedding_norm.gamma,
+            &self.embedding_norm.beta,
+            c.layer_norm_eps,
+        )?;
         let mut saved_layers = Vec::new();
         for layer in &self.layers {
             let mut linears = Vec::new();
@@ -246,15 +343,28 @@ impl Bert {
             let q = lin(step, &layer.query, &x)?;
             let k = lin(step, &layer.key, &x)?;
             let v = lin(step, &layer.value, &x)?;
-            let (context, probs) = attention_forward(step, &q, &k, &v, &mask, c.num_attention_heads)?;
+            let (context, probs) =
+                attention_forward(step, &q, &k, &v, &mask, c.num_attention_heads)?;
             let attended = lin(step, &layer.attention_output, &context)?;
             let attention_sum = add(step, &attended, &x)?;
-            let (normed, attention_stats) = layer_norm_forward(step, &attention_sum, &layer.attention_norm.gamma, &layer.attention_norm.beta, c.layer_norm_eps)?;
+            let (normed, attention_stats) = layer_norm_forward(
+                step,
+                &attention_sum,
+                &layer.attention_norm.gamma,
+                &layer.attention_norm.beta,
+                c.layer_norm_eps,
+            )?;
             let intermediate = lin(step, &layer.intermediate, &normed)?;
             let activated = gelu_forward(step, &intermediate)?;
             let out = lin(step, &layer.output, &activated)?;
             let output_sum = add(step, &out, &normed)?;
-            let (next, output_stats) = layer_norm_forward(step, &output_sum, &layer.output_norm.gamma, &layer.output_norm.beta, c.layer_norm_eps)?;
+            let (next, output_stats) = layer_norm_forward(
+                step,
+                &output_sum,
+                &layer.output_norm.gamma,
+                &layer.output_norm.beta,
+                c.layer_norm_eps,
+            )?;
             saved_layers.push(LayerSaved {
                 input: x,
                 q,
@@ -274,7 +384,14 @@ impl Bert {
             x = next;
         }
         let pooled = mean_pool_forward(step, &x, &mask)?;
-        Ok((pooled, BertSaved { mask, layers: saved_layers, last_hidden: x }))
+        Ok((
+            pooled,
+            BertSaved {
+                mask,
+                layers: saved_layers,
+                last_hidden: x,
+            },
+        ))
     }
 
     /// Records the backward pass from ∂L/∂(pooled embeddings): writes the adapter's gradients,
@@ -282,7 +399,11 @@ impl Bert {
     pub fn backward(&self, step: &mut Step, saved: &BertSaved, d_pooled: &Tensor) -> Result<()> {
         let c = self.config;
         let (b, t) = (saved.mask.shape()[0], saved.mask.shape()[1]);
-        let lowest = self.layers.iter().position(|l| l.linears().iter().any(|lin| self.adapted(&lin.name).is_some()));
+        let lowest = self.layers.iter().position(|l| {
+            l.linears()
+                .iter()
+                .any(|lin| self.adapted(&lin.name).is_some())
+        });
         let Some(lowest) = lowest else { return Ok(()) };
         let mut d_x = mean_pool_backward(step, &saved.mask, d_pooled)?;
         debug_assert_eq!(d_x.shape(), [b, t, c.hidden_size]);
@@ -290,20 +411,64 @@ impl Bert {
             if index < lowest {
                 break;
             }
-            let need_input_grad = index > lowest || [&layer.query, &layer.key, &layer.value].iter().any(|l| self.adapted(&l.name).is_some());
-            let lin = |step: &mut Step, l: &Linear, k: usize, input: &Tensor, d_y: &Tensor, want_dx: bool| -> Result<Option<Tensor>> {
-                l.backward(step, input, &s.linears[k], d_y, self.adapted(&l.name), want_dx)
+            let need_input_grad = index > lowest
+                || [&layer.query, &layer.key, &layer.value]
+                    .iter()
+                    .any(|l| self.adapted(&l.name).is_some());
+            let lin = |step: &mut Step,
+                       l: &Linear,
+                       k: usize,
+                       input: &Tensor,
+                       d_y: &Tensor,
+                       want_dx: bool|
+             -> Result<Option<Tensor>> {
+                l.backward(
+                    step,
+                    input,
+                    &s.linears[k],
+                    d_y,
+                    self.adapted(&l.name),
+                    want_dx,
+                )
             };
             // Output block: y = LN(out + normed), out = output(gelu(intermediate(normed))).
-            let d_sum = layer_norm_backward(step, &s.output_sum, &layer.output_norm.gamma, &s.output_stats, &d_x, false)?.d_x;
-            let d_act = lin(step, &layer.output, 5, &s.activated, &d_sum, true)?.ok_or_else(missing)?;
+            let d_sum = layer_norm_backward(
+                step,
+                &s.output_sum,
+                &layer.output_norm.gamma,
+                &s.output_stats,
+                &d_x,
+                false,
+            )?
+            .d_x;
+            let d_act =
+                lin(step, &layer.output, 5, &s.activated, &d_sum, true)?.ok_or_else(missing)?;
             let d_inter = gelu_backward(step, &s.intermediate, &d_act)?;
-            let d_normed = lin(step, &layer.intermediate, 4, &s.normed, &d_inter, true)?.ok_or_else(missing)?;
+            let d_normed = lin(step, &layer.intermediate, 4, &s.normed, &d_inter, true)?
+                .ok_or_else(missing)?;
             axpy(step, 1.0, &d_sum, &d_normed)?; // the residual
-            // Attention block: normed = LN(attention_output(context) + input).
-            let d_asum = layer_norm_backward(step, &s.attention_sum, &layer.attention_norm.gamma, &s.attention_stats, &d_normed, false)?.d_x;
-            let d_context = lin(step, &layer.attention_output, 3, &s.context, &d_asum, true)?.ok_or_else(missing)?;
-            let grads = attention_backward(step, &s.q, &s.k, &s.v, &s.probs, &s.context, &d_context, c.num_attention_heads)?;
+                                                 // Attention block: normed = LN(attention_output(context) + input).
+            let d_asum = layer_norm_backward(
+                step,
+                &s.attention_sum,
+                &layer.attention_norm.gamma,
+                &s.attention_stats,
+                &d_normed,
+                false,
+            )?
+            .d_x;
+            let d_context = lin(step, &layer.attention_output, 3, &s.context, &d_asum, true)?
+                .ok_or_else(missing)?;
+            let grads = attention_backward(
+                step,
+                &s.q,
+                &s.k,
+                &s.v,
+                &s.probs,
+                &s.context,
+                &d_context,
+                c.num_attention_heads,
+            )?;
             let dq = lin(step, &layer.query, 0, &s.input, &grads.d_q, need_input_grad)?;
             let dk = lin(step, &layer.key, 1, &s.input, &grads.d_k, need_input_grad)?;
             let dv = lin(step, &layer.value, 2, &s.input, &grads.d_v, need_input_grad)?;

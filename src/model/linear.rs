@@ -29,11 +29,20 @@ impl Linear {
     pub fn new(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
         let name = name.into();
         let &[m, _] = weight.shape() else {
-            return Err(Error::ShapeMismatch { op: "linear", detail: format!("{name}.weight must be 2D (out × in), got {:?}", weight.shape()) });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                detail: format!(
+                    "{name}.weight must be 2D (out × in), got {:?}",
+                    weight.shape()
+                ),
+            });
         };
         if let Some(b) = &bias {
             if b.shape() != [m] {
-                return Err(Error::ShapeMismatch { op: "linear", detail: format!("{name}.bias is {:?}, expected [{m}]", b.shape()) });
+                return Err(Error::ShapeMismatch {
+                    op: "linear",
+                    detail: format!("{name}.bias is {:?}, expected [{m}]", b.shape()),
+                });
             }
         }
         Ok(Linear { name, weight, bias })
@@ -50,20 +59,38 @@ impl Linear {
     }
 
     /// Records y = x W'ᵀ + b for X (…, in): through `adapter` when one adapts this layer.
-    pub fn forward(&self, step: &mut Step, x: &Tensor, adapter: Option<&LayerAdapter>) -> Result<(Tensor, LinearSaved)> {
+    pub fn forward(
+        &self,
+        step: &mut Step,
+        x: &Tensor,
+        adapter: Option<&LayerAdapter>,
+    ) -> Result<(Tensor, LinearSaved)> {
         if let Some(a) = adapter {
             let (y, saved) = a.forward(step, x, self.bias.as_ref())?;
             return Ok((y, LinearSaved::Adapted(saved)));
         }
         let n = self.in_features();
         if x.shape().last() != Some(&n) {
-            return Err(Error::ShapeMismatch { op: "linear", detail: format!("input {:?} should end in {n} features ({})", x.shape(), self.name) });
+            return Err(Error::ShapeMismatch {
+                op: "linear",
+                detail: format!(
+                    "input {:?} should end in {n} features ({})",
+                    x.shape(),
+                    self.name
+                ),
+            });
         }
         let rows = x.len() / n;
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("checked non-empty above") = self.out_features();
         let y = Tensor::uninit(step.gpu(), &[rows, self.out_features()])?;
-        gemm(step, &Gemm::default().trans_b(true), &x.view(0, &[rows, n])?, &self.weight, &y)?;
+        gemm(
+            step,
+            &Gemm::default().trans_b(true),
+            &x.view(0, &[rows, n])?,
+            &self.weight,
+            &y,
+        )?;
         if let Some(b) = &self.bias {
             add_bias(step, &y, b)?;
         }
@@ -72,18 +99,35 @@ impl Linear {
 
     /// Records the backward pass from dY: the adapter's gradients (when adapted) and, when
     /// `want_dx`, dx = dY W'.
-    pub fn backward(&self, step: &mut Step, x: &Tensor, saved: &LinearSaved, d_y: &Tensor, adapter: Option<&LayerAdapter>, want_dx: bool) -> Result<Option<Tensor>> {
+    pub fn backward(
+        &self,
+        step: &mut Step,
+        x: &Tensor,
+        saved: &LinearSaved,
+        d_y: &Tensor,
+        adapter: Option<&LayerAdapter>,
+        want_dx: bool,
+    ) -> Result<Option<Tensor>> {
         match (saved, adapter) {
             (LinearSaved::Adapted(s), Some(a)) => a.backward(step, x, s, d_y, want_dx),
             (LinearSaved::Frozen, None) if want_dx => {
                 let m = self.out_features();
                 let rows = d_y.len() / m.max(1);
                 let d_x = Tensor::uninit(step.gpu(), x.shape())?;
-                gemm(step, &Gemm::default(), &d_y.view(0, &[rows, m])?, &self.weight, &d_x.view(0, &[rows, self.in_features()])?)?;
+                gemm(
+                    step,
+                    &Gemm::default(),
+                    &d_y.view(0, &[rows, m])?,
+                    &self.weight,
+                    &d_x.view(0, &[rows, self.in_features()])?,
+                )?;
                 Ok(Some(d_x))
             }
             (LinearSaved::Frozen, None) => Ok(None),
-            _ => Err(Error::InvalidAdapter(format!("{}: the adapter changed between forward and backward", self.name))),
+            _ => Err(Error::InvalidAdapter(format!(
+                "{}: the adapter changed between forward and backward",
+                self.name
+            ))),
         }
     }
 }

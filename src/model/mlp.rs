@@ -45,17 +45,29 @@ impl Mlp {
     /// A network of `layers`, each taking the previous one's outputs.
     pub fn new(layers: Vec<Linear>) -> Result<Mlp> {
         if layers.is_empty() {
-            return Err(Error::ShapeMismatch { op: "mlp", detail: "an MLP needs at least one layer".into() });
+            return Err(Error::ShapeMismatch {
+                op: "mlp",
+                detail: "an MLP needs at least one layer".into(),
+            });
         }
         for pair in layers.windows(2) {
             if pair[0].out_features() != pair[1].in_features() {
                 return Err(Error::ShapeMismatch {
                     op: "mlp",
-                    detail: format!("{} gives {} features but {} takes {}", pair[0].name, pair[0].out_features(), pair[1].name, pair[1].in_features()),
+                    detail: format!(
+                        "{} gives {} features but {} takes {}",
+                        pair[0].name,
+                        pair[0].out_features(),
+                        pair[1].name,
+                        pair[1].in_features()
+                    ),
                 });
             }
         }
-        Ok(Mlp { layers, adapter: None })
+        Ok(Mlp {
+            layers,
+            adapter: None,
+        })
     }
 
     /// A generated network with the given widths (input first), uniform ±1/√fan_in weights.
@@ -67,8 +79,19 @@ impl Mlp {
             .map(|(i, w)| {
                 let (n, m) = (w[0], w[1]);
                 let bound = 1.0 / (n as f32).sqrt();
-                let weight = Tensor::from_slice(gpu, &[m, n], &rng.vec_f32(m * n).iter().map(|v| v * bound).collect::<Vec<_>>())?;
-                let bias = Tensor::from_slice(gpu, &[m], &rng.vec_f32(m).iter().map(|v| v * bound).collect::<Vec<_>>())?;
+                let weight = Tensor::from_slice(
+                    gpu,
+                    &[m, n],
+                    &rng.vec_f32(m * n)
+                        .iter()
+                        .map(|v| v * bound)
+                        .collect::<Vec<_>>(),
+                )?;
+                let bias = Tensor::from_slice(
+                    gpu,
+                    &[m],
+                    &rng.vec_f32(m).iter().map(|v| v * bound).collect::<Vec<_>>(),
+                )?;
                 Linear::new(format!("layers.{i}"), weight, Some(bias))
             })
             .collect::<Result<_>>()?;
@@ -76,11 +99,22 @@ impl Mlp {
     }
 
     /// Builds an adapter on every layer matching one of `targets` (see [`matches_target`]).
-    pub async fn add_adapter(&mut self, gpu: &Gpu, config: AdapterConfig, targets: &[&str]) -> Result<&Adapter> {
-        let chosen: Vec<(&str, &Tensor)> =
-            self.layers.iter().filter(|l| targets.iter().any(|p| matches_target(&l.name, p))).map(|l| (l.name.as_str(), &l.weight)).collect();
+    pub async fn add_adapter(
+        &mut self,
+        gpu: &Gpu,
+        config: AdapterConfig,
+        targets: &[&str],
+    ) -> Result<&Adapter> {
+        let chosen: Vec<(&str, &Tensor)> = self
+            .layers
+            .iter()
+            .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
+            .map(|l| (l.name.as_str(), &l.weight))
+            .collect();
         if chosen.is_empty() {
-            return Err(Error::InvalidAdapter(format!("no layer matches {targets:?}")));
+            return Err(Error::InvalidAdapter(format!(
+                "no layer matches {targets:?}"
+            )));
         }
         let adapter = Adapter::new(gpu, config, &chosen).await?;
         Ok(self.adapter.insert(adapter))
@@ -107,7 +141,11 @@ impl Mlp {
 
     /// Records the forward pass of X (batch × in); returns the outputs (batch × out).
     pub fn forward(&self, step: &mut Step, x: &Tensor) -> Result<(Tensor, MlpSaved)> {
-        let mut saved = MlpSaved { inputs: Vec::new(), pre_activations: Vec::new(), layers: Vec::new() };
+        let mut saved = MlpSaved {
+            inputs: Vec::new(),
+            pre_activations: Vec::new(),
+            layers: Vec::new(),
+        };
         let mut h = x.alias();
         for (i, layer) in self.layers.iter().enumerate() {
             let (y, s) = layer.forward(step, &h, self.adapted(&layer.name))?;
@@ -131,8 +169,14 @@ impl Mlp {
             let layer = &self.layers[i];
             let adapter = self.adapted(&layer.name);
             // dx is needed only while an adapted layer lies further down.
-            let below = self.layers[..i].iter().any(|l| self.adapted(&l.name).is_some());
-            let Some(d_x) = layer.backward(step, &saved.inputs[i], &saved.layers[i], &d, adapter, below)? else { break };
+            let below = self.layers[..i]
+                .iter()
+                .any(|l| self.adapted(&l.name).is_some());
+            let Some(d_x) =
+                layer.backward(step, &saved.inputs[i], &saved.layers[i], &d, adapter, below)?
+            else {
+                break;
+            };
             d = gelu_backward(step, &saved.pre_activations[i - 1], &d_x)?;
         }
         Ok(())
@@ -144,7 +188,13 @@ impl Mlp {
         let mut x = Vec::with_capacity(batch.len() * n);
         for (i, e) in batch.iter().enumerate() {
             if e.input.len() != n {
-                return Err(Error::ShapeMismatch { op: "mlp", detail: format!("example {i} has {} inputs, the network takes {n}", e.input.len()) });
+                return Err(Error::ShapeMismatch {
+                    op: "mlp",
+                    detail: format!(
+                        "example {i} has {} inputs, the network takes {n}",
+                        e.input.len()
+                    ),
+                });
             }
             x.extend_from_slice(&e.input);
         }
@@ -152,7 +202,12 @@ impl Mlp {
     }
 
     /// Records the loss of `outputs` against the batch's targets; returns (loss, d outputs).
-    fn loss(&self, step: &mut Step, outputs: &Tensor, batch: &[&MlpExample]) -> Result<(Tensor, Tensor)> {
+    fn loss(
+        &self,
+        step: &mut Step,
+        outputs: &Tensor,
+        batch: &[&MlpExample],
+    ) -> Result<(Tensor, Tensor)> {
         let out = self.out_features();
         match batch.first().map(|e| &e.target) {
             Some(Target::Class(_)) => {
@@ -161,7 +216,12 @@ impl Mlp {
                     .enumerate()
                     .map(|(i, e)| match e.target {
                         Target::Class(c) => Ok(c),
-                        Target::Values(_) => Err(Error::ShapeMismatch { op: "mlp", detail: format!("example {i} has values but the batch is classification") }),
+                        Target::Values(_) => Err(Error::ShapeMismatch {
+                            op: "mlp",
+                            detail: format!(
+                                "example {i} has values but the batch is classification"
+                            ),
+                        }),
                     })
                     .collect::<Result<Vec<u32>>>()?;
                 cross_entropy(step, outputs, &labels)
@@ -171,10 +231,19 @@ impl Mlp {
                 for (i, e) in batch.iter().enumerate() {
                     match &e.target {
                         Target::Values(v) if v.len() == out => t.extend_from_slice(v),
-                        _ => return Err(Error::ShapeMismatch { op: "mlp", detail: format!("example {i} needs {out} target values") }),
+                        _ => {
+                            return Err(Error::ShapeMismatch {
+                                op: "mlp",
+                                detail: format!("example {i} needs {out} target values"),
+                            })
+                        }
                     }
                 }
-                mse(step, outputs, &Tensor::from_slice(step.gpu(), &[batch.len(), out], &t)?)
+                mse(
+                    step,
+                    outputs,
+                    &Tensor::from_slice(step.gpu(), &[batch.len(), out], &t)?,
+                )
             }
         }
     }
