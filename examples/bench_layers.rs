@@ -98,15 +98,24 @@ fn main() -> spectune::Result<()> {
     println!("|--------------------------------------|-----------:|----------:|");
     let row =
         |name: &str, r: (f64, usize)| println!("| {name:<36} | {:>10} | {:>9.2} |", r.1, r.0 * 1e3);
-    if std::env::var("ONLY_ATTN").is_ok() {
-        row(
-            "attention forward",
-            time_steps(&gpu, |s| {
-                attention_forward(s, &q, &k, &v, &mask, heads).map(drop)
-            })?,
-        );
-        return Ok(());
-    }
+    // What the unfused route through gemm would spend on its two forward products alone (QKᵀ
+    // and P·V per (batch, head), on inputs taken as already in (batch·heads, seq, head_dim)
+    // layout), before its layout changes and softmax: the fused kernel is compared with this.
+    let head_dim = width / heads;
+    let (qh, kh, vh) = (
+        tensor(&[batch * heads, seq, head_dim])?,
+        tensor(&[batch * heads, seq, head_dim])?,
+        tensor(&[batch * heads, seq, head_dim])?,
+    );
+    let scores = Tensor::uninit(&gpu, &[batch * heads, seq, seq])?;
+    let context_h = Tensor::uninit(&gpu, &[batch * heads, seq, head_dim])?;
+    row(
+        "gemm route: QKᵀ and P·V products only",
+        time_steps(&gpu, |s| {
+            gemm(s, &Gemm::default().trans_b(true), &qh, &kh, &scores)?;
+            gemm(s, &Gemm::default(), &scores, &vh, &context_h)
+        })?,
+    );
     row(
         "projection x Wᵀ (2048×384×384)",
         time_steps(&gpu, |s| {

@@ -22,7 +22,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 const D: u32 = {{HEAD_DIM}}u;
-const SEQ: u32 = 128u;
 const WG: u32 = 64u;
 
 // Start of (b, t, h)'s D-vector in a (batch, seq, heads·D) tensor.
@@ -56,7 +55,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 
     // Pass 1: scores into P's row, and their max over the real keys.
     var m = -3.0e38;
-    for (var j = 0u; j < SEQ; j++) {
+    for (var j = 0u; j < p.seq; j++) {
         var s = 0.0;
         if (af_mask[b * p.seq + j] != 0.0) {
             let kj = row_start(b, j, h);
@@ -68,7 +67,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     // Pass 2: e_j = exp(s_j − m), their sum, and Σ e_j v_j.
     var acc: array<f32, D>;
     var l = 0.0;
-    for (var j = 0u; j < SEQ; j++) {
+    for (var j = 0u; j < p.seq; j++) {
         var e = 0.0;
         if (af_mask[b * p.seq + j] != 0.0) {
             e = exp(af_probs[pi + j] - m);
@@ -81,7 +80,7 @@ fn attention_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
     // Pass 3: normalise. l ≥ 1 when any key is real (the max contributes e = 1).
     let inv = select(0.0, 1.0 / l, l > 0.0);
     for (var d = 0u; d < D; d++) { af_ctx[qi + d] = acc[d] * inv; }
-    for (var j = 0u; j < SEQ; j++) { af_probs[pi + j] *= inv; }
+    for (var j = 0u; j < p.seq; j++) { af_probs[pi + j] *= inv; }
 }
 
 // ---- attention_backward_query: dq and Δ

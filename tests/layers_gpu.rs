@@ -369,34 +369,51 @@ fn attention_forward_and_backward_against_differences() {
 #[test]
 fn attention_at_minilm_size() {
     let Some(gpu) = gpu() else { return };
-    // MiniLM's heads and head_dim at full sequence length (2 sequences of the 16 to keep the f64
-    // reference quick), one of them padded. Scores are sums of 32 products; P rows sum 128 terms.
-    let case = AttentionCase {
-        dims: AttentionDims {
-            batch: 2,
-            seq: 128,
-            heads: 12,
-            head_dim: 32,
+    let cases = [
+        // MiniLM's heads and head_dim at full sequence length (2 sequences of the 16, to keep the
+        // f64 reference quick), one of them padded. q, k ~ N(0, 1): scores ~ N(0, 1) after the
+        // 1/√32, as in a trained model.
+        AttentionCase {
+            dims: AttentionDims {
+                batch: 2,
+                seq: 128,
+                heads: 12,
+                head_dim: 32,
+            },
+            lengths: vec![128, 77],
         },
-        lengths: vec![128, 77],
-    };
-    let d = case.dims;
-    let (inputs, [context, probs, dq, dk, dv]) = run_attention(gpu, &case, 5);
-    let [q, k, v, mask, dc] = [0, 1, 2, 3, 4].map(|i| f64s(&inputs[i]));
-    // q, k ~ N(0, 1): scores ~ N(0, 1) after the 1/√32, as in a trained model.
-    let (want_c, want_p) = reference::attention(d, &q, &k, &v, &mask);
-    check(
-        "MiniLM attention: context",
-        &context,
-        &want_c,
-        FWD_ATOL,
-        FWD_RTOL,
-    );
-    check("MiniLM attention: P", &probs, &want_p, FWD_ATOL, FWD_RTOL);
-    let (rq, rk, rv) = reference::attention_backward(d, &q, &k, &v, &mask, &dc);
-    check("MiniLM attention: dq", &dq, &rq, GRAD_ATOL, GRAD_RTOL);
-    check("MiniLM attention: dk", &dk, &rk, GRAD_ATOL, GRAD_RTOL);
-    check("MiniLM attention: dv", &dv, &rv, GRAD_ATOL, GRAD_RTOL);
+        // A sequence that ends part-way into a second 64-row workgroup.
+        AttentionCase {
+            dims: AttentionDims {
+                batch: 2,
+                seq: 70,
+                heads: 2,
+                head_dim: 8,
+            },
+            lengths: vec![66, 70],
+        },
+    ];
+    for (ci, case) in cases.iter().enumerate() {
+        let d = case.dims;
+        let label = format!("attention {d:?}");
+        let (inputs, [context, probs, dq, dk, dv]) = run_attention(gpu, case, 5 + ci as u64);
+        let [q, k, v, mask, dc] = [0, 1, 2, 3, 4].map(|i| f64s(&inputs[i]));
+        let (want_c, want_p) = reference::attention(d, &q, &k, &v, &mask);
+        check(
+            &format!("{label}: context"),
+            &context,
+            &want_c,
+            FWD_ATOL,
+            FWD_RTOL,
+        );
+        check(&format!("{label}: P"), &probs, &want_p, FWD_ATOL, FWD_RTOL);
+        // Against the analytic backward (itself checked against differences above): differences
+        // over 10⁵ inputs would take minutes.
+        let (rq, rk, rv) = reference::attention_backward(d, &q, &k, &v, &mask, &dc);
+        check(&format!("{label}: dq"), &dq, &rq, GRAD_ATOL, GRAD_RTOL);
+        check(&format!("{label}: dk"), &dk, &rk, GRAD_ATOL, GRAD_RTOL);
+        check(&format!("{label}: dv"), &dv, &rv, GRAD_ATOL, GRAD_RTOL);
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! checkpoints (DESIGN.md §2). [`layers`] holds the BERT encoder's kernels other than matmul.
 
 pub mod bert;
+pub mod classifier;
 pub mod layers;
 pub mod linear;
 pub mod mlp;

@@ -79,6 +79,17 @@ fn params(
         heads: to_u32(op, heads)?,
         scale: 1.0 / (head_dim as f32).sqrt(),
     };
+    // The kernels index P (batch, heads, seq, seq) with u32.
+    let probs_len = batch
+        .checked_mul(heads)
+        .and_then(|n| n.checked_mul(seq))
+        .and_then(|n| n.checked_mul(seq))
+        .unwrap_or(usize::MAX);
+    to_u32(op, probs_len)?;
+    to_u32(
+        op,
+        batch.saturating_mul(seq).saturating_mul(heads * head_dim),
+    )?;
     Ok((p, [seq.div_ceil(WG) as u64, heads as u64, batch as u64]))
 }
 

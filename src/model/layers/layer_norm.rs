@@ -52,6 +52,7 @@ fn params(
     cols: usize,
     eps: f32,
 ) -> Result<(LayerNormParams, [u64; 3])> {
+    to_u32(op, rows.saturating_mul(cols))?; // the kernels index x with u32
     let (grid_x, grid_y) = row_grid(rows);
     let params = LayerNormParams {
         rows: to_u32(op, rows)?,
