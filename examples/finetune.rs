@@ -148,6 +148,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let out = PathBuf::from(get("out", "adapter.safetensors"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     if let Some(adapter) = model.bert.adapter() {
         std::fs::write(&out, block_on(adapter.save(&gpu))?)?;
         println!("adapter written to {}", out.display());

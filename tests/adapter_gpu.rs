@@ -8,7 +8,7 @@ mod common;
 use common::{block_on, gpu};
 use spectune::adapter::{fuse, Adapter, AdapterConfig, AdapterKind, Fusion, LayerParams};
 use spectune::reference::adapter::{
-    adapted_weight, cayley, finite_differences, linear_loss, matmul, transposed, FrozenRef, KindRef,
+    adapted_weight, finite_differences, linear_loss, matmul, transposed, FrozenRef, KindRef,
 };
 use spectune::reference::{assert_close, Rng};
 use spectune::{Error, Gpu, Step, Tensor};

@@ -207,6 +207,9 @@ fn bad_configs_and_weights_are_named_errors() {
     );
 }
 
+/// (name, W or None when adapted, bias, m, n)
+type RefLinear = (String, Option<Vec<f64>>, Vec<f64>, usize, usize);
+
 /// The encoder's frozen weights in f64, and how to rebuild each adapted W' from parameters.
 struct Reference {
     config: BertConfig,
@@ -214,8 +217,7 @@ struct Reference {
     position: Vec<f64>,
     token_type: Vec<f64>,
     norms: Vec<(Vec<f64>, Vec<f64>)>,
-    /// (name, W or None when adapted, bias, m, n)
-    linears: Vec<(String, Option<Vec<f64>>, Vec<f64>, usize, usize)>,
+    linears: Vec<RefLinear>,
     /// name → (frozen part, index of its first tensor among the adapter's)
     adapted: Vec<(String, spectune::reference::adapter::FrozenRef, usize)>,
 }

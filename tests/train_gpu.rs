@@ -260,6 +260,7 @@ fn inputs_in_span(rng: &mut Rng, v: &[f32], n: usize, r: usize, rows: usize) -> 
 }
 
 /// W + U F Vᵀ (F: r×r, Gaussian × `scale`): a change inside the band U, V.
+#[allow(clippy::too_many_arguments)]
 fn changed_in_band(
     rng: &mut Rng,
     w: &[f32],

@@ -258,7 +258,7 @@ impl Adapter {
                     p_u: take()?,
                     p_v: take()?,
                     scale: config.train_singular_values.then(&mut take).transpose()?,
-                    state: RotationState::new(gpu, r)?,
+                    state: Box::new(RotationState::new(gpu, r)?),
                 },
                 AdapterKind::Lora | AdapterKind::Pissa => LayerParams::Lora {
                     a: take()?,

@@ -145,7 +145,7 @@ impl Adapter {
                     p_u: take(),
                     p_v: take(),
                     scale: scale.as_ref().map(|_| take()),
-                    state: crate::adapter::kernels::RotationState::new(gpu, l.rank)?,
+                    state: Box::new(crate::adapter::kernels::RotationState::new(gpu, l.rank)?),
                 },
                 LayerParams::Lora { scaling, .. } => LayerParams::Lora {
                     a: take(),

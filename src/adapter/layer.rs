@@ -34,7 +34,7 @@ pub enum LayerParams {
         p_u: Param,
         p_v: Param,
         scale: Option<Param>,
-        state: RotationState,
+        state: Box<RotationState>,
     },
     /// LoRA and PiSSA: A (r×n), B (m×r), and the scaling α/r.
     Lora { a: Param, b: Param, scaling: f32 },

@@ -240,7 +240,8 @@ impl Bert {
                 0.0,
             );
         }
-        let norm = |push: &mut dyn FnMut(String, &[usize], f32, f32), name: String| {
+        type Push<'p> = &'p mut dyn FnMut(String, &[usize], f32, f32);
+        let norm = |push: Push, name: String| {
             push(format!("{name}.weight"), &[h], 0.1, 1.0);
             push(format!("{name}.bias"), &[h], 0.1, 0.0);
         };

@@ -171,7 +171,8 @@ impl Trainer {
             let loss = self.step(gpu, model, &batch)?;
             taken += 1;
             let last_of_all = s + 1 == total_steps;
-            if taken % c.log_every as u64 == 0 || last_of_all || i as u64 + 1 == per_epoch {
+            if taken.is_multiple_of(c.log_every as u64) || last_of_all || i as u64 + 1 == per_epoch
+            {
                 last_loss = read_many(gpu, &[&loss]).await?[0][0];
                 let progress = Progress {
                     epoch,
