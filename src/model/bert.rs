@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::adapter::{Adapter, AdapterConfig, LayerAdapter};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
-use crate::io::safetensors::SafetensorsFile;
+use crate::io::safetensors::{write_f32, NamedTensor, SafetensorsFile};
 use crate::linalg::{add, axpy};
 use crate::model::layers::{
     attention_backward, attention_forward, embeddings_forward, gelu_backward, gelu_forward,
@@ -114,6 +114,8 @@ pub struct Bert {
     pub embedding_norm: LayerNorm,
     pub layers: Vec<BertLayer>,
     adapter: Option<Adapter>,
+    /// `bert.` when the weights were loaded with that prefix, so a saved model keeps the names.
+    prefix: String,
 }
 
 /// A batch of tokenised sentences: row-major (batch, seq) ids, token types and a 1/0 mask.
@@ -210,6 +212,7 @@ impl Bert {
             embedding_norm: norm("embeddings.LayerNorm".into())?,
             layers,
             adapter: None,
+            prefix: prefix.to_string(),
         })
     }
 
@@ -393,6 +396,55 @@ impl Bert {
                 last_hidden: x,
             },
         ))
+    }
+
+    /// The encoder with its adapter merged (W' in place of every adapted W), as safetensors with
+    /// the names it was loaded with: what a Hugging Face BertModel (or the numpy reference)
+    /// loads to reproduce the fine-tuned outputs without spectune.
+    pub async fn merged_safetensors(&self, gpu: &Gpu) -> Result<Vec<u8>> {
+        let mut step = Step::new(gpu, "merge");
+        let mut named: Vec<(String, Tensor)> = Vec::new();
+        for (name, t) in [
+            ("embeddings.word_embeddings.weight", &self.word),
+            ("embeddings.position_embeddings.weight", &self.position),
+            ("embeddings.token_type_embeddings.weight", &self.token_type),
+            ("embeddings.LayerNorm.weight", &self.embedding_norm.gamma),
+            ("embeddings.LayerNorm.bias", &self.embedding_norm.beta),
+        ] {
+            named.push((name.to_string(), t.alias()));
+        }
+        for (l, layer) in self.layers.iter().enumerate() {
+            for lin in layer.linears() {
+                let weight = match self.adapted(&lin.name) {
+                    Some(a) => a.merged_weight(&mut step)?,
+                    None => lin.weight.alias(),
+                };
+                named.push((format!("{}.weight", lin.name), weight));
+                if let Some(b) = &lin.bias {
+                    named.push((format!("{}.bias", lin.name), b.alias()));
+                }
+            }
+            for (norm, ln) in [
+                ("attention.output.LayerNorm", &layer.attention_norm),
+                ("output.LayerNorm", &layer.output_norm),
+            ] {
+                named.push((format!("encoder.layer.{l}.{norm}.weight"), ln.gamma.alias()));
+                named.push((format!("encoder.layer.{l}.{norm}.bias"), ln.beta.alias()));
+            }
+        }
+        step.submit()?;
+        let tensors: Vec<&Tensor> = named.iter().map(|(_, t)| t).collect();
+        let values = crate::gpu::read_many(gpu, &tensors).await?;
+        let out: Vec<NamedTensor> = named
+            .iter()
+            .zip(values)
+            .map(|((name, t), v)| NamedTensor::new(format!("{}{name}", self.prefix), t.shape(), v))
+            .collect();
+        write_f32(
+            "merged BERT",
+            &out,
+            std::collections::HashMap::from([("format".to_string(), "pt".to_string())]),
+        )
     }
 
     /// Records the backward pass from ∂L/∂(pooled embeddings): writes the adapter's gradients,
