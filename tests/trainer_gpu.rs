@@ -105,6 +105,7 @@ fn config(epochs: usize) -> TrainerConfig {
         epochs,
         seed: 5,
         log_every: 2,
+        group_by_length: false,
     }
 }
 

@@ -29,6 +29,12 @@ pub trait Trainable {
 
     /// The trainable stores; each gets its own AdamW state.
     fn params(&self) -> Vec<&Params>;
+
+    /// The size of an example (a text's token count) for
+    /// [`TrainerConfig::group_by_length`]; models whose examples are all alike keep the default.
+    fn example_len(&self, _example: &Self::Example) -> usize {
+        0
+    }
 }
 
 /// How to train.
@@ -41,6 +47,9 @@ pub struct TrainerConfig {
     pub seed: u64,
     /// Read the loss back (one host round trip) every this many steps, and at the end.
     pub log_every: usize,
+    /// Batch examples of similar [`Trainable::example_len`] together (still seeded and
+    /// shuffled), so padded batches waste less work on padding.
+    pub group_by_length: bool,
 }
 
 impl Default for TrainerConfig {
@@ -51,6 +60,7 @@ impl Default for TrainerConfig {
             epochs: 1,
             seed: 0,
             log_every: 10,
+            group_by_length: false,
         }
     }
 }
@@ -155,11 +165,19 @@ impl Trainer {
         let mut taken = 0u64;
         // Continue from the steps already taken (an earlier fit, or a restored checkpoint), so
         // that an interrupted run resumed from its checkpoint equals an uninterrupted one.
+        let lengths: Vec<usize> = if c.group_by_length {
+            examples.iter().map(|e| model.example_len(e)).collect()
+        } else {
+            Vec::new()
+        };
         let mut order = Vec::new();
         for s in self.steps()..total_steps {
             let (epoch, i) = ((s / per_epoch) as usize, (s % per_epoch) as usize);
             if order.is_empty() || i == 0 {
                 order = shuffled(examples.len(), c.seed, epoch as u64);
+                if c.group_by_length {
+                    order = grouped_by_length(&order, &lengths, c.batch_size, c.seed, epoch as u64);
+                }
             }
             let batch: Vec<&M::Example> = order
                 .chunks(c.batch_size)
@@ -296,10 +314,87 @@ impl Trainer {
 
 /// 0..n in a seeded order for `epoch` (Fisher–Yates).
 fn shuffled(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
+    shuffle(&mut order, &mut epoch_rng(seed, epoch));
     order
+}
+
+fn epoch_rng(seed: u64, epoch: u64) -> Rng {
+    Rng::new(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+}
+
+/// Windows of this many batches are sorted by length before batching.
+const LENGTH_WINDOW_BATCHES: usize = 50;
+
+/// `order` regrouped so each batch holds examples of similar length: every window of
+/// [`LENGTH_WINDOW_BATCHES`] batches is sorted by length and cut into batches, and the batches
+/// are then shuffled (the last, possibly short, batch stays last so every other is full).
+fn grouped_by_length(
+    order: &[usize],
+    lengths: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: u64,
+) -> Vec<usize> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for window in order.chunks(batch_size * LENGTH_WINDOW_BATCHES) {
+        let mut window = window.to_vec();
+        window.sort_by_key(|&k| lengths[k]);
+        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    let full = if order.len().is_multiple_of(batch_size) {
+        batches.len()
+    } else {
+        batches.len() - 1
+    };
+    // A different stream from the example shuffle, still fixed by seed and epoch.
+    shuffle(&mut batches[..full], &mut epoch_rng(!seed, epoch));
+    batches.concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_by_length_keeps_every_example_and_batches_similar_lengths() {
+        let lengths: Vec<usize> = (0..203).map(|i| (i * 37) % 61).collect();
+        let order = shuffled(lengths.len(), 3, 0);
+        let grouped = grouped_by_length(&order, &lengths, 8, 3, 0);
+        let mut sorted = grouped.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..203).collect::<Vec<_>>(), "a permutation");
+        assert_eq!(
+            grouped,
+            grouped_by_length(&order, &lengths, 8, 3, 0),
+            "seeded"
+        );
+        assert_ne!(
+            grouped,
+            grouped_by_length(&order, &lengths, 8, 3, 1),
+            "per epoch"
+        );
+        // Padding work: the sum over batches of batch size × longest length.
+        let padded = |o: &[usize]| -> usize {
+            o.chunks(8)
+                .map(|b| b.len() * b.iter().map(|&k| lengths[k]).max().unwrap())
+                .sum()
+        };
+        let (random, grouped_cost) = (padded(&order), padded(&grouped));
+        let ideal: usize = lengths.iter().sum();
+        assert!(
+            grouped_cost < ideal + ideal / 10 && random > ideal + ideal / 2,
+            "padded tokens: random {random}, grouped {grouped_cost}, unpadded {ideal}"
+        );
+        // The one short batch stays last.
+        let sizes: Vec<usize> = grouped.chunks(8).map(<[usize]>::len).collect();
+        assert_eq!(sizes.last(), Some(&3));
+        assert!(sizes[..sizes.len() - 1].iter().all(|&s| s == 8));
+    }
 }
