@@ -91,7 +91,7 @@ impl MiniLm {
         Ok(Bert::from_safetensors(
             gpu,
             &read("MiniLM weights", &self.weights)?,
-            self.config.clone(),
+            self.config,
         )?)
     }
 
