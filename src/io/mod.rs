@@ -1,6 +1,8 @@
-//! Bytes in and out: safetensors files (the `safetensors` crate), every header checked, and
-//! tokenizer.json files (the `tokenizers` crate).
+//! Bytes in and out: safetensors files (the `safetensors` crate), every header checked, GGUF
+//! files (our own reader, every count and offset checked), and tokenizer.json files (the
+//! `tokenizers` crate).
 
+pub mod gguf;
 pub mod labeled;
 pub mod safetensors;
 pub mod tokenizer;
