@@ -3,7 +3,8 @@
 # Debian packages (lavapipe Vulkan, Chromium + ChromeDriver), the wasm32 target, wasm-bindgen-cli
 # at exactly Cargo.lock's wasm-bindgen version, the npm dev dependencies, and a Python virtualenv
 # .venv with numpy + safetensors (tests/python/check_peft.py checks the PEFT export with them)
-# and tokenizers (tests/python/tokenize_ref.py, the tokenizer's reference), and the pinned
+# and tokenizers (tests/python/tokenize_ref.py, the tokenizer's reference) and gguf
+# (tests/python/gguf_ref.py, the GGUF reader's reference), and the pinned
 # models and data in ~/.cache/spectune (scripts/fetch-assets.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
