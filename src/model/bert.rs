@@ -17,7 +17,7 @@ use crate::model::layers::{
     layer_norm_backward, layer_norm_forward, mean_pool_backward, mean_pool_forward,
     EmbeddingTables,
 };
-use crate::model::linear::{matches_target, Linear, LinearSaved};
+use crate::model::linear::{adapt, Linear, LinearSaved};
 use crate::random::Rng;
 
 /// The sizes of a BERT model (Hugging Face `config.json` names).
@@ -286,17 +286,7 @@ impl Bert {
         config: AdapterConfig,
         targets: &[&str],
     ) -> Result<&Adapter> {
-        let chosen: Vec<(&str, &Tensor)> = self
-            .linears()
-            .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
-            .map(|l| (l.name.as_str(), &l.weight))
-            .collect();
-        if chosen.is_empty() {
-            return Err(Error::InvalidAdapter(format!(
-                "no linear layer matches {targets:?}"
-            )));
-        }
-        let adapter = Adapter::new(gpu, config, &chosen).await?;
+        let adapter = adapt(gpu, config, self.linears(), targets).await?;
         Ok(self.adapter.insert(adapter))
     }
 

@@ -2,9 +2,9 @@
 //! (`<name>.weight`, `<name>.bias`), which an adapter may take over.
 
 use crate::adapter::kernels::add_bias;
-use crate::adapter::{LayerAdapter, Saved};
+use crate::adapter::{Adapter, AdapterConfig, LayerAdapter, Saved};
 use crate::error::{Error, Result};
-use crate::gpu::{Step, Tensor};
+use crate::gpu::{Gpu, Step, Tensor};
 use crate::linalg::{gemm, Gemm};
 
 /// A frozen linear layer.
@@ -130,6 +130,26 @@ impl Linear {
             ))),
         }
     }
+}
+
+/// Builds one adapter on every layer of `layers` whose name matches one of `targets` (see
+/// [`matches_target`]); no match is an [`Error::InvalidAdapter`] naming the patterns.
+pub async fn adapt<'a>(
+    gpu: &Gpu,
+    config: AdapterConfig,
+    layers: impl Iterator<Item = &'a Linear>,
+    targets: &[&str],
+) -> Result<Adapter> {
+    let chosen: Vec<(&str, &Tensor)> = layers
+        .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
+        .map(|l| (l.name.as_str(), &l.weight))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::InvalidAdapter(format!(
+            "no linear layer matches {targets:?}"
+        )));
+    }
+    Adapter::new(gpu, config, &chosen).await
 }
 
 /// Whether layer `name` matches a target `pattern`: `*`, the exact name, or a dot-separated

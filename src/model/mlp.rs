@@ -6,7 +6,7 @@ use crate::adapter::{Adapter, AdapterConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
 use crate::model::layers::{cross_entropy, gelu_backward, gelu_forward};
-use crate::model::linear::{matches_target, Linear, LinearSaved};
+use crate::model::linear::{adapt, Linear, LinearSaved};
 use crate::random::Rng;
 use crate::train::{mse, Params, Trainable};
 
@@ -105,18 +105,7 @@ impl Mlp {
         config: AdapterConfig,
         targets: &[&str],
     ) -> Result<&Adapter> {
-        let chosen: Vec<(&str, &Tensor)> = self
-            .layers
-            .iter()
-            .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
-            .map(|l| (l.name.as_str(), &l.weight))
-            .collect();
-        if chosen.is_empty() {
-            return Err(Error::InvalidAdapter(format!(
-                "no layer matches {targets:?}"
-            )));
-        }
-        let adapter = Adapter::new(gpu, config, &chosen).await?;
+        let adapter = adapt(gpu, config, self.layers.iter(), targets).await?;
         Ok(self.adapter.insert(adapter))
     }
 
