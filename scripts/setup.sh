@@ -40,7 +40,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 # Pinned; all have wheels for CPython 3.11 manylinux x86_64, and only wheels are accepted.
-py_pins=(numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2 gguf==0.19.0)
+# regex and Jinja2 (with its MarkupSafe) are tests/python/bpe_ref.py's, spelled as pip freeze does.
+py_pins=(numpy==2.4.6 safetensors==0.8.0 tokenizers==0.22.2 gguf==0.19.0 regex==2026.11.15 Jinja2==3.1.6 MarkupSafe==3.0.4)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 have_pins=$(.venv/bin/python -m pip freeze 2>/dev/null || true)
 for pin in "${py_pins[@]}"; do

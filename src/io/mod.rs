@@ -2,6 +2,7 @@
 //! files (our own reader, every count and offset checked), and tokenizer.json files (the
 //! `tokenizers` crate).
 
+pub mod bpe;
 pub mod gguf;
 pub mod labeled;
 pub mod safetensors;
