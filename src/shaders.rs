@@ -34,7 +34,8 @@ pub const ROTATION: Shader = shader!("rotation.wgsl");
 pub const LAYER_NORM: Shader = shader!("layer_norm.wgsl");
 /// GELU (erf form), forward and backward.
 pub const ACTIVATION: Shader = shader!("activation.wgsl");
-/// Fused masked multi-head self-attention, forward and backward (`HEAD_DIM` = head width).
+/// Fused multi-head attention, forward and backward: BERT's masked and Llama's causal
+/// grouped-query (`HEAD_DIM` = head width, `GROUP` = query heads per KV head).
 pub const ATTENTION: Shader = shader!("attention.wgsl");
 /// Word + position + token-type embeddings.
 pub const EMBEDDING: Shader = shader!("embedding.wgsl");
@@ -42,6 +43,13 @@ pub const EMBEDDING: Shader = shader!("embedding.wgsl");
 pub const POOLING: Shader = shader!("pooling.wgsl");
 /// Softmax cross-entropy with integer labels.
 pub const LOSS: Shader = shader!("loss.wgsl");
+
+/// Llama layers (`model::layers`): RMSNorm, forward and backward.
+pub const RMS_NORM: Shader = shader!("rms_norm.wgsl");
+/// Rotary position embedding, rotate-half convention, forward and backward (`HEAD_DIM`).
+pub const ROPE: Shader = shader!("rope.wgsl");
+/// SwiGLU (silu(gate) ⊙ up), forward and backward.
+pub const SWIGLU: Shader = shader!("swiglu.wgsl");
 
 /// All shaders, for validation.
 pub const ALL: &[Shader] = &[
@@ -59,6 +67,9 @@ pub const ALL: &[Shader] = &[
     EMBEDDING,
     POOLING,
     LOSS,
+    RMS_NORM,
+    ROPE,
+    SWIGLU,
 ];
 
 #[cfg(test)]
