@@ -98,11 +98,6 @@ mod tests {
                 variants.push((ROTATION, entry, vec![("R", r.to_string())]));
             }
         }
-        for r in [1, 4, 64] {
-            for entry in ["rotation_forward", "rotation_backward"] {
-                variants.push((ROTATION, entry, vec![("R", r.to_string())]));
-            }
-        }
         variants.extend(crate::model::layers::shader_variants());
         for shader in ALL {
             if !shader.source.contains("{{") {
