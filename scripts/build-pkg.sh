@@ -8,7 +8,7 @@ command -v wasm-bindgen >/dev/null || { echo "wasm-bindgen is missing: run bash 
 rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
 cargo build --release --target wasm32-unknown-unknown --lib
-wasm-bindgen --target web --out-dir pkg --out-name spectune target/wasm32-unknown-unknown/release/spectune.wasm
+wasm-bindgen --target web --out-dir pkg --out-name spectune "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/release/spectune.wasm"
 
 for f in pkg/spectune_bg.wasm pkg/spectune.js; do
   printf '%-24s %8d bytes raw, %8d bytes gzipped\n' "$f" "$(wc -c <"$f")" "$(gzip -9c "$f" | wc -c)"
