@@ -224,7 +224,7 @@ fn main() -> AnyResult<()> {
             .collect();
         let time = rs.iter().map(|r| r.epoch_s).sum::<f64>() / rs.len() as f64;
         println!(
-            "| {label} | {} | {:.2} % | {} | {time:.0} s |",
+            "| {label} | {} | {:.2} % | {} | {time:.1} s |",
             rs[0].params,
             mean * 100.0,
             per_seed.join(" / ")
