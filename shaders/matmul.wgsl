@@ -10,6 +10,10 @@
 // Layouts: op(A) is m x k, stored (m, k) or, with TRANS_A, (k, m); op(B) is k x n, stored (k, n)
 // or, with TRANS_B, (n, k). Stored rows of A and B have lda / ldb elements, a multiple of 4, the
 // padding zero-filled (the Rust side pads when needed); C is scalar so any n is fine.
+//
+// B is read only through `b_quad`, which a prelude file defines with B's binding: f32 storage
+// (`matmul_b_f32.wgsl`) or a quantized frozen weight decoded on the fly (`quant_q4_1.wgsl`,
+// `quant_q8_0.wgsl`), so a quantized base never needs a dense copy.
 
 struct Params {
     m: u32,
@@ -28,7 +32,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;  // (batch, m, lda/4), TRANS_A: (batch, k, lda/4)
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;  // (batch, k, ldb/4), TRANS_B: (batch, n, ldb/4)
+// binding 2, B: (batch, k, ldb), TRANS_B: (batch, n, ldb); declared by the prelude
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;  // (batch, m, n)
 
 const WX: u32 = {{WX}}u;
@@ -105,13 +109,13 @@ fn load_a(base: u32, row0: u32, p4: u32) -> Rows8 {
 
 // Not TRANS_B: op(B) row d (clamped; A is zero past k) at the invocation's vec4 columns.
 fn b_row(base: u32, d: u32, c: Cols) -> Row {
-    let o = base + min(d, p.k - 1u) * (p.ldb / 4u);
-    return Row(b[o + c.c0], b[o + c.c1], b[o + c.c2], b[o + c.c3]);
+    let r = min(d, p.k - 1u);
+    return Row(b_quad(base, r, c.c0, p.ldb), b_quad(base, r, c.c1, p.ldb), b_quad(base, r, c.c2, p.ldb), b_quad(base, r, c.c3, p.ldb));
 }
 
 // TRANS_B: four depths of op(B) column col, stored contiguously in B's row col.
 fn b_col(base: u32, col: u32, p4: u32) -> vec4<f32> {
-    return b[base + min(col, p.n - 1u) * (p.ldb / 4u) + p4];
+    return b_quad(base, min(col, p.n - 1u), p4, p.ldb);
 }
 
 // TRANS_B: the 4 x 4 block of op(B) at depths 4*p4.. and vec4 column col4, as four depth rows.

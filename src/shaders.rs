@@ -10,10 +10,29 @@ macro_rules! shader {
             source: include_str!(concat!("../shaders/", $name)),
         }
     };
+    // A prelude file (bindings and helpers) followed by the kernel file.
+    ($prelude:literal + $name:literal) => {
+        Shader {
+            name: concat!($prelude, "+", $name),
+            source: concat!(
+                include_str!(concat!("../shaders/", $prelude)),
+                "\n",
+                include_str!(concat!("../shaders/", $name))
+            ),
+        }
+    };
 }
 
-/// Tiled, register-blocked matmul with vec4 loads (`linalg::gemm`).
-pub const MATMUL: Shader = shader!("matmul.wgsl");
+/// Tiled, register-blocked matmul with vec4 loads (`linalg::gemm`), B in f32.
+pub const MATMUL: Shader = shader!("matmul_b_f32.wgsl" + "matmul.wgsl");
+/// The same matmul with B a frozen Q4_1 weight, decoded as it is read (`linalg::qgemm`).
+pub const MATMUL_Q4_1: Shader = shader!("quant_q4_1.wgsl" + "matmul.wgsl");
+/// The same matmul with B a frozen Q8_0 weight.
+pub const MATMUL_Q8_0: Shader = shader!("quant_q8_0.wgsl" + "matmul.wgsl");
+/// Rows of a Q4_1 weight decoded to f32: embedding lookup and dequantization.
+pub const DEQUANTIZE_Q4_1: Shader = shader!("quant_q4_1.wgsl" + "dequantize.wgsl");
+/// Rows of a Q8_0 weight decoded to f32.
+pub const DEQUANTIZE_Q8_0: Shader = shader!("quant_q8_0.wgsl" + "dequantize.wgsl");
 /// One-invocation-per-output matmul: the benchmark baseline.
 pub const MATMUL_NAIVE: Shader = shader!("matmul_naive.wgsl");
 /// add, axpby, axpy, scale.
@@ -54,6 +73,10 @@ pub const SWIGLU: Shader = shader!("swiglu.wgsl");
 /// All shaders, for validation.
 pub const ALL: &[Shader] = &[
     MATMUL,
+    MATMUL_Q4_1,
+    MATMUL_Q8_0,
+    DEQUANTIZE_Q4_1,
+    DEQUANTIZE_Q8_0,
     MATMUL_NAIVE,
     ELEMENTWISE,
     REDUCE,

@@ -511,46 +511,52 @@ impl<'a> GgufFile<'a> {
             .ok_or_else(|| bad(self.what, format!("tensor {name} lies outside the file")))
     }
 
-    /// Tensor `name` as f32, row-major for [`TensorInfo::shape`]: F32 as is, F16 widened,
-    /// Q8_0 as d·q, Q4_1 as d·q + m, each computed in f32 as ggml does.
+    /// Tensor `name` as f32, row-major for [`TensorInfo::shape`]: see [`dequantize_bytes`].
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
-        let bytes = self.tensor_bytes(name)?;
-        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        let mut out = Vec::with_capacity(t.n_elements() as usize);
-        match t.ggml_type {
-            GgmlType::F32 => out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            ),
-            GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(f16)),
-            GgmlType::Q8_0 => {
-                for block in bytes.chunks_exact(34) {
-                    let d = f16(&block[..2]);
-                    out.extend(block[2..].iter().map(|&q| f32::from(q as i8) * d));
-                }
-            }
-            GgmlType::Q4_1 => {
-                for block in bytes.chunks_exact(20) {
-                    let (d, m) = (f16(&block[..2]), f16(&block[2..4]));
-                    // Low nibbles are elements 0..16, high nibbles 16..32.
-                    let qs = &block[4..];
-                    out.extend(qs.iter().map(|&q| d * f32::from(q & 0x0F) + m));
-                    out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
-                }
-            }
-            other => {
-                return Err(bad(
-                    self.what,
-                    format!(
-                        "tensor {name} is {other}; spectune dequantizes F32, F16, Q8_0 and Q4_1"
-                    ),
-                ))
+        dequantize_bytes(t.ggml_type, self.tensor_bytes(name)?)
+            .map_err(|detail| bad(self.what, format!("tensor {name}: {detail}")))
+    }
+}
+
+/// GGML data of `ggml_type` as f32: F32 as is, F16 widened, Q8_0 as d·q, Q4_1 as d·q + m,
+/// each computed in f32 as ggml does (the CPU reference of the GPU's decoding). A partial
+/// block is ignored; another type is refused with the reason.
+pub fn dequantize_bytes(
+    ggml_type: GgmlType,
+    bytes: &[u8],
+) -> std::result::Result<Vec<f32>, String> {
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let mut out = Vec::new();
+    match ggml_type {
+        GgmlType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(f16)),
+        GgmlType::Q8_0 => {
+            for block in bytes.chunks_exact(34) {
+                let d = f16(&block[..2]);
+                out.extend(block[2..].iter().map(|&q| f32::from(q as i8) * d));
             }
         }
-        Ok(out)
+        GgmlType::Q4_1 => {
+            for block in bytes.chunks_exact(20) {
+                let (d, m) = (f16(&block[..2]), f16(&block[2..4]));
+                // Low nibbles are elements 0..16, high nibbles 16..32.
+                let qs = &block[4..];
+                out.extend(qs.iter().map(|&q| d * f32::from(q & 0x0F) + m));
+                out.extend(qs.iter().map(|&q| d * f32::from(q >> 4) + m));
+            }
+        }
+        other => {
+            return Err(format!(
+                "{other} data; spectune dequantizes F32, F16, Q8_0 and Q4_1"
+            ))
+        }
     }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{AdapterInfo, Defines, KernelOp, Step, Tensor};
+use crate::linalg::quant::QuantMatrix;
 use crate::linalg::{as_batched, layout, to_u32};
 use crate::shaders;
 
@@ -207,7 +208,28 @@ fn check_dims(g: &Gemm, a: &[usize], b: &[usize], c: &[usize]) -> Result<Dims> {
 /// # Ok(()) }
 /// ```
 pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<()> {
-    let d = check_dims(g, a.shape(), b.shape(), c.shape())?;
+    record(step, g, a, Operand::Dense(b), c)
+}
+
+/// Records C = α·op(A)·op(W) + β·C with W a quantized frozen weight (2D), decoded as the
+/// tiled kernel reads it: y = x Wᵀ with `trans_b`, dx = dy W without. Never the naive kernel.
+pub fn qgemm(step: &mut Step, g: &Gemm, a: &Tensor, w: &QuantMatrix, c: &Tensor) -> Result<()> {
+    record(step, g, a, Operand::Quant(w), c)
+}
+
+/// The B operand: f32 storage, or a quantized frozen weight.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    Dense(&'a Tensor),
+    Quant(&'a QuantMatrix),
+}
+
+fn record(step: &mut Step, g: &Gemm, a: &Tensor, b: Operand, c: &Tensor) -> Result<()> {
+    let b_shape = match b {
+        Operand::Dense(t) => t.shape().to_vec(),
+        Operand::Quant(w) => w.shape().to_vec(),
+    };
+    let d = check_dims(g, a.shape(), &b_shape, c.shape())?;
     if d.batch == 0 || d.m == 0 || d.n == 0 {
         return Ok(());
     }
@@ -220,41 +242,49 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
     let trans = |t: bool| if t { "true" } else { "false" }.to_string();
     let mut defines: Defines = vec![("TRANS_A", trans(g.trans_a)), ("TRANS_B", trans(g.trans_b))];
 
-    let tile = match g.kernel {
-        MatmulKernel::Naive => None,
-        MatmulKernel::Tiled(t) => Some(t),
-        MatmulKernel::Auto => Some(TileConfig::for_shape(gpu.info(), d.m, d.n)),
+    let tile = match (g.kernel, b) {
+        (_, Operand::Quant(_)) => Some(TileConfig::for_shape(gpu.info(), d.m, d.n)),
+        (MatmulKernel::Naive, _) => None,
+        (MatmulKernel::Tiled(t), _) => Some(t),
+        (MatmulKernel::Auto, _) => Some(TileConfig::for_shape(gpu.info(), d.m, d.n)),
     };
     if let Some(t) = tile {
         check_workgroup(gpu.limits(), t)?;
     }
     // The tiled kernel reads A and B as vec4 rows: pad a stored row length that is not a
     // multiple of 4 (rare in models; common for the SVD's r + p columns).
+    // A quantized B's rows are whole blocks of 32 already.
     let padded_a;
     let padded_b;
-    let (a, b) = match tile {
-        Some(_) => {
+    let (a, b) = match (tile, b) {
+        (Some(_), _) => {
             let a_cols = *a.shape().last().unwrap_or(&0);
-            let b_cols = *b.shape().last().unwrap_or(&0);
             padded_a = (!a_cols.is_multiple_of(4))
                 .then(|| layout::pad_rows(step, a, a_cols.next_multiple_of(4)))
                 .transpose()?;
-            padded_b = (!b_cols.is_multiple_of(4))
-                .then(|| layout::pad_rows(step, b, b_cols.next_multiple_of(4)))
-                .transpose()?;
-            (
-                padded_a.as_ref().unwrap_or(a),
-                padded_b.as_ref().unwrap_or(b),
-            )
+            let b = match b {
+                Operand::Dense(t) => {
+                    let b_cols = *t.shape().last().unwrap_or(&0);
+                    padded_b = (!b_cols.is_multiple_of(4))
+                        .then(|| layout::pad_rows(step, t, b_cols.next_multiple_of(4)))
+                        .transpose()?;
+                    Operand::Dense(padded_b.as_ref().unwrap_or(t))
+                }
+                quant => quant,
+            };
+            (padded_a.as_ref().unwrap_or(a), b)
         }
-        None => (a, b),
+        (None, b) => (a, b),
+    };
+    // (binding, shader, stored row length: padded for dense B, whole blocks for quantized B)
+    let (b_tensor, b_shader, ldb) = match b {
+        Operand::Dense(t) => (t, &shaders::MATMUL, *t.shape().last().unwrap_or(&0)),
+        Operand::Quant(w) => (&w.words, w.format.matmul_shader(), w.cols),
     };
     let lda = *a.shape().last().unwrap_or(&0);
-    let ldb = *b.shape().last().unwrap_or(&0);
-    let (rows_a, rows_b) = (
-        a.len() / lda.max(1) / d.batch_a.max(1),
-        b.len() / ldb.max(1) / d.batch_b.max(1),
-    );
+    // Stored rows per batch (a quantized B is 2D, so never batched).
+    let rows_a = a.len() / lda.max(1) / d.batch_a.max(1);
+    let rows_b = b_shape[b_shape.len() - 2];
     let params = MatmulParams {
         m,
         n,
@@ -280,7 +310,7 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
     let op = match tile {
         Some(t) => {
             defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
-            let kernel = gpu.kernel(&shaders::MATMUL, "matmul", defines);
+            let kernel = gpu.kernel(b_shader, "matmul", defines);
             let groups = [
                 d.n.div_ceil(t.block_cols() as usize) as u64,
                 d.m.div_ceil(t.block_rows() as usize) as u64,
@@ -291,7 +321,7 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
                 "matmul",
                 kernel,
                 &params,
-                &[(1, a), (2, b), (3, c)],
+                &[(1, a), (2, b_tensor), (3, c)],
                 groups,
             )?
         }
@@ -307,7 +337,7 @@ pub fn gemm(step: &mut Step, g: &Gemm, a: &Tensor, b: &Tensor, c: &Tensor) -> Re
                 "matmul",
                 kernel,
                 &params,
-                &[(1, a), (2, b), (3, c)],
+                &[(1, a), (2, b_tensor), (3, c)],
                 groups,
             )?
         }
@@ -379,7 +409,9 @@ pub fn matmul_variants() -> Vec<(crate::gpu::Shader, &'static str, Defines)> {
             for t in tiles {
                 let mut d = base.clone();
                 d.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
-                out.push((shaders::MATMUL, "matmul", d));
+                for shader in [shaders::MATMUL, shaders::MATMUL_Q4_1, shaders::MATMUL_Q8_0] {
+                    out.push((shader, "matmul", d.clone()));
+                }
             }
         }
     }

@@ -1,17 +1,20 @@
-//! Linear algebra on the GPU: the matmul family, elementwise ops, reductions and layout changes.
+//! Linear algebra on the GPU: the matmul family (also over quantized frozen weights),
+//! elementwise ops, reductions and layout changes.
 //! Each function records its dispatches into a [`Step`](crate::Step) and returns its output
 //! tensor, whose values exist once the step is submitted.
 
 mod elementwise;
 mod layout;
 mod matmul;
+pub mod quant;
 mod reduce;
 mod small;
 mod svd;
 
 pub use elementwise::{add, axpby, axpy, copy, scale};
 pub use layout::{pad_rows, transpose};
-pub use matmul::{gemm, matmul, matmul_variants, Gemm, MatmulKernel, TileConfig};
+pub use matmul::{gemm, matmul, matmul_variants, qgemm, Gemm, MatmulKernel, TileConfig};
+pub use quant::{dequantize, gather_rows, QuantFormat, QuantMatrix};
 pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
 pub use svd::{svd_truncated, svd_truncated_batch, Svd, SvdOptions, SvdStats};
 
