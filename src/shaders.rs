@@ -10,14 +10,13 @@ macro_rules! shader {
             source: include_str!(concat!("../shaders/", $name)),
         }
     };
-    // A prelude file (bindings and helpers) followed by the kernel file.
-    ($prelude:literal + $name:literal) => {
+    // Prelude files (bindings and helpers) followed by the kernel file.
+    ($first:literal $(+ $rest:literal)+) => {
         Shader {
-            name: concat!($prelude, "+", $name),
+            name: concat!($first $(, "+", $rest)+),
             source: concat!(
-                include_str!(concat!("../shaders/", $prelude)),
-                "\n",
-                include_str!(concat!("../shaders/", $name))
+                include_str!(concat!("../shaders/", $first))
+                $(, "\n", include_str!(concat!("../shaders/", $rest)))+
             ),
         }
     };
@@ -26,13 +25,13 @@ macro_rules! shader {
 /// Tiled, register-blocked matmul with vec4 loads (`linalg::gemm`), B in f32.
 pub const MATMUL: Shader = shader!("matmul_b_f32.wgsl" + "matmul.wgsl");
 /// The same matmul with B a frozen Q4_1 weight, decoded as it is read (`linalg::qgemm`).
-pub const MATMUL_Q4_1: Shader = shader!("quant_q4_1.wgsl" + "matmul.wgsl");
+pub const MATMUL_Q4_1: Shader = shader!("f16.wgsl" + "quant_q4_1.wgsl" + "matmul.wgsl");
 /// The same matmul with B a frozen Q8_0 weight.
-pub const MATMUL_Q8_0: Shader = shader!("quant_q8_0.wgsl" + "matmul.wgsl");
+pub const MATMUL_Q8_0: Shader = shader!("f16.wgsl" + "quant_q8_0.wgsl" + "matmul.wgsl");
 /// Rows of a Q4_1 weight decoded to f32: embedding lookup and dequantization.
-pub const DEQUANTIZE_Q4_1: Shader = shader!("quant_q4_1.wgsl" + "dequantize.wgsl");
+pub const DEQUANTIZE_Q4_1: Shader = shader!("f16.wgsl" + "quant_q4_1.wgsl" + "dequantize.wgsl");
 /// Rows of a Q8_0 weight decoded to f32.
-pub const DEQUANTIZE_Q8_0: Shader = shader!("quant_q8_0.wgsl" + "dequantize.wgsl");
+pub const DEQUANTIZE_Q8_0: Shader = shader!("f16.wgsl" + "quant_q8_0.wgsl" + "dequantize.wgsl");
 /// One-invocation-per-output matmul: the benchmark baseline.
 pub const MATMUL_NAIVE: Shader = shader!("matmul_naive.wgsl");
 /// add, axpby, axpy, scale.
