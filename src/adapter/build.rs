@@ -5,10 +5,12 @@
 use sha2::{Digest, Sha256};
 
 use crate::adapter::kernels::{scale_columns, RotationState, MAX_ROTATION_RANK};
-use crate::adapter::{Adapter, AdapterConfig, AdapterKind, Basis, LayerAdapter, LayerParams};
+use crate::adapter::{
+    Adapter, AdapterConfig, AdapterKind, BaseWeight, Basis, Frozen, LayerAdapter, LayerParams,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
-use crate::linalg::{copy, gemm, svd_truncated_batch, Gemm};
+use crate::linalg::{copy, dequantize, gemm, svd_truncated_batch, Gemm};
 use crate::random::Rng;
 use crate::train::{ParamSpec, Params};
 
@@ -32,7 +34,7 @@ pub(crate) fn weight_hash(values: &[f32]) -> String {
 /// (m, n) of each target, after checking the configuration against it.
 pub(crate) fn check_targets(
     config: &AdapterConfig,
-    targets: &[(&str, &Tensor)],
+    targets: &[(&str, BaseWeight)],
 ) -> Result<Vec<(usize, usize)>> {
     let r = config.rank;
     if targets.is_empty() {
@@ -50,7 +52,7 @@ pub(crate) fn check_targets(
                 "target names must be unique and non-empty, got {name:?} twice or empty"
             )));
         }
-        let &[m, n] = w.shape() else {
+        let &[m, n] = w.shape().as_slice() else {
             return Err(Error::ShapeMismatch {
                 op: "adapter",
                 detail: format!(
@@ -151,17 +153,59 @@ pub(crate) fn initial_params(
     })
 }
 
+/// The targets as [`BaseWeight`]s.
+pub(crate) fn base_weights<'w, W: Copy + Into<BaseWeight<'w>>>(
+    targets: &[(&'w str, W)],
+) -> Vec<(&'w str, BaseWeight<'w>)> {
+    targets.iter().map(|&(name, w)| (name, w.into())).collect()
+}
+
+/// Records a dense copy of each quantized target (`None` for the dense ones).
+pub(crate) fn decode_quantized(
+    step: &mut Step,
+    targets: &[(&str, BaseWeight)],
+) -> Result<Vec<Option<Tensor>>> {
+    targets
+        .iter()
+        .map(|(_, w)| match w {
+            BaseWeight::Dense(_) => Ok(None),
+            BaseWeight::Quantized(q) => dequantize(step, q).map(Some),
+        })
+        .collect()
+}
+
+/// Each target's dense values: its own tensor, or its decoded copy.
+pub(crate) fn dense_weights<'a>(
+    targets: &[(&str, BaseWeight<'a>)],
+    decoded: &'a [Option<Tensor>],
+) -> Vec<&'a Tensor> {
+    targets
+        .iter()
+        .zip(decoded)
+        .filter_map(|((_, w), d)| match w {
+            BaseWeight::Dense(t) => Some(*t),
+            BaseWeight::Quantized(_) => d.as_ref(),
+        })
+        .collect()
+}
+
 impl Adapter {
-    /// Builds an adapter of `config` on the named target weights (each m×n, out × in): finds
-    /// each band's singular vectors (one batched SVD for all targets), initialises the
-    /// trainable tensors, and computes W_res. Untrained, it reproduces every x Wᵀ.
-    pub async fn new(
+    /// Builds an adapter of `config` on the named target weights (each m×n, out × in; dense
+    /// `&Tensor`s or quantized `&QuantMatrix`s): finds each band's singular vectors (one
+    /// batched SVD for all targets), initialises the trainable tensors, and computes W_res
+    /// (a quantized base stays as it is: see [`Frozen`]). Untrained, it reproduces every x Wᵀ.
+    pub async fn new<'w, W: Copy + Into<BaseWeight<'w>>>(
         gpu: &Gpu,
         config: AdapterConfig,
-        targets: &[(&str, &Tensor)],
+        targets: &[(&'w str, W)],
     ) -> Result<Adapter> {
-        let dims = check_targets(&config, targets)?;
-        let weights: Vec<&Tensor> = targets.iter().map(|(_, w)| *w).collect();
+        let targets = base_weights(targets);
+        let dims = check_targets(&config, &targets)?;
+        // Quantized targets are decoded once, for their hash and the SVD, then dropped.
+        let mut step = Step::new(gpu, "adapter: decode quantized targets");
+        let decoded = decode_quantized(&mut step, &targets)?;
+        step.submit()?;
+        let weights = dense_weights(&targets, &decoded);
         let hashes = read_many(gpu, &weights)
             .await?
             .iter()
@@ -194,14 +238,14 @@ impl Adapter {
             .enumerate()
             .map(|(i, (((name, _), &d), b))| initial_params(&config, name, d, b.as_ref(), i))
             .collect::<Result<Vec<_>>>()?;
-        Adapter::assemble(gpu, config, targets, bases, specs, hashes)
+        Adapter::assemble(gpu, config, &targets, bases, specs, hashes)
     }
 
     /// Builds the adapter from known bases and parameter values (a new adapter, or a file).
     pub(crate) fn assemble(
         gpu: &Gpu,
         config: AdapterConfig,
-        targets: &[(&str, &Tensor)],
+        targets: &[(&str, BaseWeight)],
         bases: Vec<Option<HostBasis>>,
         specs: Vec<Vec<ParamSpec>>,
         base_hashes: Vec<String>,
@@ -225,8 +269,9 @@ impl Adapter {
                     })
                 })
                 .transpose()?;
-            let base = match &basis {
-                Some(b) => {
+            let base = match (&basis, w) {
+                (_, BaseWeight::Quantized(q)) => Frozen::Quantized(q.alias()),
+                (Some(b), BaseWeight::Dense(w)) => {
                     let w_res = copy(&mut step, w)?;
                     let us = scale_columns(&mut step, &b.u, &b.s, None)?;
                     gemm(
@@ -236,9 +281,9 @@ impl Adapter {
                         &b.v,
                         &w_res,
                     )?;
-                    w_res
+                    Frozen::Dense(w_res)
                 }
-                None => w.alias(),
+                (None, BaseWeight::Dense(w)) => Frozen::Dense(w.alias()),
             };
             let p: Vec<_> = (next..next + count).map(|i| params.share(i)).collect();
             next += count;

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::adapter::build::{check_targets, initial_params, weight_hash};
-use crate::adapter::{Adapter, AdapterConfig, AdapterKind, HostBasis};
+use crate::adapter::build::{
+    base_weights, check_targets, decode_quantized, dense_weights, initial_params, weight_hash,
+};
+use crate::adapter::{Adapter, AdapterConfig, AdapterKind, BaseWeight, HostBasis};
 use crate::error::{Error, Result};
-use crate::gpu::{read_many, Gpu, Tensor};
+use crate::gpu::{read_many, Gpu, Step, Tensor};
 use crate::io::safetensors::{read, write_f32, NamedTensor};
 use crate::linalg::SvdOptions;
 
@@ -89,7 +91,12 @@ impl Adapter {
     /// Loads an adapter file onto the named base weights. Refuses (with a named error) a file
     /// of another format version, a target that is missing or has another shape, and a base
     /// weight whose sha256 differs from the one the adapter was trained on.
-    pub async fn load(gpu: &Gpu, bytes: &[u8], targets: &[(&str, &Tensor)]) -> Result<Adapter> {
+    pub async fn load<'w, W: Copy + Into<BaseWeight<'w>>>(
+        gpu: &Gpu,
+        bytes: &[u8],
+        targets: &[(&'w str, W)],
+    ) -> Result<Adapter> {
+        let targets = base_weights(targets);
         let file = read(WHAT, bytes)?;
         match file.metadata.get("format").map(String::as_str) {
             Some(FORMAT) => {}
@@ -119,7 +126,7 @@ impl Adapter {
         let listed = meta["targets"]
             .as_array()
             .ok_or_else(|| bad("metadata has no targets"))?;
-        let mut chosen: Vec<(&str, &Tensor)> = Vec::new();
+        let mut chosen: Vec<(&str, BaseWeight)> = Vec::new();
         let mut hashes = Vec::new();
         for t in listed {
             let name = t["name"]
@@ -139,7 +146,7 @@ impl Adapter {
                         .collect()
                 })
                 .unwrap_or_default();
-            if w.shape() != shape.as_slice() {
+            if w.shape() != shape {
                 return Err(Error::AdapterMismatch(format!(
                     "{name} is {:?} here but the adapter was trained on {shape:?}",
                     w.shape()
@@ -154,7 +161,10 @@ impl Adapter {
             );
         }
         let dims = check_targets(&config, &chosen)?;
-        let weights: Vec<&Tensor> = chosen.iter().map(|(_, w)| *w).collect();
+        let mut step = Step::new(gpu, "adapter: decode quantized targets");
+        let decoded = decode_quantized(&mut step, &chosen)?;
+        step.submit()?;
+        let weights = dense_weights(&chosen, &decoded);
         for (((name, _), w), expected) in chosen
             .iter()
             .zip(read_many(gpu, &weights).await?)

@@ -6,8 +6,72 @@ use crate::adapter::kernels::{add_bias, column_dots, scale_columns, RotationStat
 use crate::adapter::AdapterKind;
 use crate::error::{Error, Result};
 use crate::gpu::{Step, Tensor};
-use crate::linalg::{add, copy, gemm, Gemm};
+use crate::linalg::{add, copy, dequantize, gemm, qgemm, Gemm, QuantMatrix};
 use crate::train::Param;
+
+/// A target layer's frozen weight as its model holds it: what an adapter is built on.
+#[derive(Debug, Clone, Copy)]
+pub enum BaseWeight<'a> {
+    Dense(&'a Tensor),
+    Quantized(&'a QuantMatrix),
+}
+
+impl<'a> From<&'a Tensor> for BaseWeight<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        BaseWeight::Dense(t)
+    }
+}
+
+impl<'a> From<&'a QuantMatrix> for BaseWeight<'a> {
+    fn from(q: &'a QuantMatrix) -> Self {
+        BaseWeight::Quantized(q)
+    }
+}
+
+impl BaseWeight<'_> {
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            BaseWeight::Dense(t) => t.shape().to_vec(),
+            BaseWeight::Quantized(q) => q.shape().to_vec(),
+        }
+    }
+}
+
+/// The frozen part of an adapted layer.
+#[derive(Debug)]
+pub enum Frozen {
+    /// Dense W_res = W − U₁S₁V₁ᵀ (spectral, PiSSA), or W itself (LoRA).
+    Dense(Tensor),
+    /// W itself, quantized: the band's U₁S₁V₁ᵀ (if any) is subtracted in factored form in
+    /// every pass (DESIGN.md §5), so the base is never densified.
+    Quantized(QuantMatrix),
+}
+
+impl Frozen {
+    /// Another handle on the same storage.
+    pub fn alias(&self) -> Frozen {
+        match self {
+            Frozen::Dense(t) => Frozen::Dense(t.alias()),
+            Frozen::Quantized(q) => Frozen::Quantized(q.alias()),
+        }
+    }
+
+    /// Records C = α·A·op(base) + β·C.
+    fn gemm(&self, step: &mut Step, g: &Gemm, a: &Tensor, c: &Tensor) -> Result<()> {
+        match self {
+            Frozen::Dense(w) => gemm(step, g, a, w, c),
+            Frozen::Quantized(q) => qgemm(step, g, a, q, c),
+        }
+    }
+
+    /// Records a dense copy.
+    fn to_dense(&self, step: &mut Step) -> Result<Tensor> {
+        match self {
+            Frozen::Dense(w) => copy(step, w),
+            Frozen::Quantized(q) => dequantize(step, q),
+        }
+    }
+}
 
 /// The band's spectral basis: W ≈ … + U₁ diag(S₁) V₁ᵀ + …, frozen.
 #[derive(Debug)]
@@ -46,8 +110,8 @@ pub struct Saved {
     tensors: Vec<Tensor>,
 }
 
-/// One linear layer with an adapter. `base` is W_res = W − U₁S₁V₁ᵀ (spectral, PiSSA) or W
-/// itself (LoRA); it is frozen, and so is the bias.
+/// One linear layer with an adapter over a frozen `base` (see [`Frozen`]); the bias is frozen
+/// too.
 #[derive(Debug)]
 pub struct LayerAdapter {
     pub name: String,
@@ -59,7 +123,7 @@ pub struct LayerAdapter {
     pub rank: usize,
     /// The band: this layer owns singular vectors [band·r, (band+1)·r).
     pub band: usize,
-    pub base: Tensor,
+    pub base: Frozen,
     pub basis: Option<Basis>,
     pub params: LayerParams,
 }
@@ -106,7 +170,8 @@ impl LayerAdapter {
         let gpu = step.gpu();
         let rows = x2.shape()[0];
         let y = Tensor::uninit(gpu, &[rows, self.m])?;
-        gemm(step, &t(true), &x2, &self.base, &y)?;
+        self.base.gemm(step, &t(true), &x2, &y)?;
+        self.subtract_quantized_basis(step, &x2, &y, true)?;
         let saved = match &self.params {
             LayerParams::Additive { a_u, a_v, offset } => {
                 // h = x (V₁ + A_V); g = h (S₁ + c); y += g (U₁ + A_U)ᵀ
@@ -258,7 +323,8 @@ impl LayerAdapter {
         // dx = dY W_base + dh Fᵀ, F = V₁ + A_V, V₁ or (LoRA, stored transposed) A
         let d_x = Tensor::uninit(gpu, x.shape())?;
         let d_x2 = d_x.view(0, &[rows, self.n])?;
-        gemm(step, &t(false), &d_y, &self.base, &d_x2)?;
+        self.base.gemm(step, &t(false), &d_y, &d_x2)?;
+        self.subtract_quantized_basis(step, &d_y, &d_x2, false)?;
         gemm(
             step,
             &t(!h_factor_transposed).beta(1.0),
@@ -267,6 +333,25 @@ impl LayerAdapter {
             &d_x2,
         )?;
         Ok(Some(d_x))
+    }
+
+    /// With a quantized base W and a band: records y −= x V₁S₁U₁ᵀ (`forward`), or
+    /// dx −= dy U₁S₁V₁ᵀ, which turns W into W_res in factored form. Otherwise nothing.
+    fn subtract_quantized_basis(
+        &self,
+        step: &mut Step,
+        x: &Tensor,
+        out: &Tensor,
+        forward: bool,
+    ) -> Result<()> {
+        let (Frozen::Quantized(_), Some(b)) = (&self.base, &self.basis) else {
+            return Ok(());
+        };
+        let (into, back) = if forward { (&b.v, &b.u) } else { (&b.u, &b.v) };
+        let h = Tensor::uninit(step.gpu(), &[x.shape()[0], self.rank])?;
+        gemm(step, &t(false), x, into, &h)?;
+        let g = scale_columns(step, &h, &b.s, None)?;
+        gemm(step, &t(true).alpha(-1.0).beta(1.0), &g, back, out)
     }
 
     /// Records out += α·(the adapter's part of W'): (U₁+A_U) diag(S₁+c) (V₁+A_V)ᵀ,
@@ -318,18 +403,32 @@ impl LayerAdapter {
         )
     }
 
+    /// Records the dense frozen part W_res (or LoRA's W).
+    pub fn residual_weight(&self, step: &mut Step) -> Result<Tensor> {
+        let w = self.base.to_dense(step)?;
+        if let Frozen::Quantized(_) = self.base {
+            self.add_basis_part(step, &w, -1.0)?;
+        }
+        Ok(w)
+    }
+
     /// Records W' (m×n), the weight the forward pass applies: merging the adapter.
     pub fn merged_weight(&self, step: &mut Step) -> Result<Tensor> {
-        let w = copy(step, &self.base)?;
+        let w = self.residual_weight(step)?;
         self.add_adapter_part(step, &w, 1.0)?;
         Ok(w)
     }
 
     /// Records the original W, restored from W_res + U₁S₁V₁ᵀ (or W itself): unmerging.
     pub fn base_weight(&self, step: &mut Step) -> Result<Tensor> {
-        let w = copy(step, &self.base)?;
-        self.add_basis_part(step, &w, 1.0)?;
-        Ok(w)
+        match &self.base {
+            Frozen::Dense(_) => {
+                let w = self.base.to_dense(step)?;
+                self.add_basis_part(step, &w, 1.0)?;
+                Ok(w)
+            }
+            Frozen::Quantized(q) => dequantize(step, q),
+        }
     }
 
     /// Records out += α·ΔW, ΔW = W' − W, in factored form.

@@ -23,7 +23,7 @@ pub mod peft;
 
 pub use build::HostBasis;
 pub use fusion::{average, fuse, Fusion};
-pub use layer::{Basis, LayerAdapter, LayerParams, Saved};
+pub use layer::{BaseWeight, Basis, Frozen, LayerAdapter, LayerParams, Saved};
 
 use crate::error::{Error, Result};
 use crate::linalg::SvdOptions;
