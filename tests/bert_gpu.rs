@@ -60,7 +60,7 @@ fn reference(gpu: &Gpu, bert: &Bert, tokens: &TokenBatch) -> Vec<f64> {
                 step.submit().unwrap();
                 read(gpu, &w)
             }
-            None => read(gpu, &l.weight),
+            None => read(gpu, l.weight.dense().unwrap()),
         }
     };
     let lin = |x: &[f64], l: &spectune::model::linear::Linear| {
@@ -266,7 +266,7 @@ impl Reference {
                     adapter
                         .find(&l.name)
                         .is_none()
-                        .then(|| read(gpu, &l.weight)),
+                        .then(|| read(gpu, l.weight.dense().unwrap())),
                     read(gpu, l.bias.as_ref().unwrap()),
                     l.out_features(),
                     l.in_features(),

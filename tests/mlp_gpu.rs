@@ -153,7 +153,7 @@ fn whole_network_gradients_match_finite_differences() {
                     }
                 }
                 None => RefLayer::Dense {
-                    w: read(gpu, &l.weight),
+                    w: read(gpu, l.weight.dense().unwrap()),
                     m: l.out_features(),
                     n: l.in_features(),
                 },

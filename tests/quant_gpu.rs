@@ -178,7 +178,9 @@ fn bad_quantized_weights_are_named_errors() {
 fn adapters_over_a_quantized_base_match_the_dense_path() {
     use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
     let (m, n, rows) = (64, 96, 10);
-    let Some((q, values)) = weight(QuantFormat::Q4_1, m, n, 5) else { return };
+    let Some((q, values)) = weight(QuantFormat::Q4_1, m, n, 5) else {
+        return;
+    };
     let gpu = gpu().unwrap();
     let dense = Tensor::from_slice(gpu, &[m, n], &values).unwrap();
     let mut rng = Rng::new(6);
@@ -190,10 +192,16 @@ fn adapters_over_a_quantized_base_match_the_dense_path() {
         AdapterKind::Lora,
         AdapterKind::Pissa,
     ] {
-        let config = AdapterConfig::new(kind, 4).band(1).train_singular_values(true);
+        let config = AdapterConfig::new(kind, 4)
+            .band(1)
+            .train_singular_values(true);
         let on_q = block_on(Adapter::new(gpu, config, &[("l", &q)])).unwrap();
         let on_dense = block_on(Adapter::new(gpu, config, &[("l", &dense)])).unwrap();
-        assert_eq!(on_q.base_hashes(), on_dense.base_hashes(), "{kind:?}: hash of the decoded base");
+        assert_eq!(
+            on_q.base_hashes(),
+            on_dense.base_hashes(),
+            "{kind:?}: hash of the decoded base"
+        );
         // Trained-looking values, the same in both.
         for (i, p) in on_q.params().tensors().iter().enumerate() {
             let v: Vec<f32> = rng.vec_f32(p.value.len()).iter().map(|v| 0.1 * v).collect();
@@ -204,7 +212,10 @@ fn adapters_over_a_quantized_base_match_the_dense_path() {
             let layer = a.layer(0);
             let mut step = Step::new(gpu, "quantized adapter");
             let (y, saved) = layer.forward(&mut step, &x, None).unwrap();
-            let d_x = layer.backward(&mut step, &x, &saved, &d_y, true).unwrap().unwrap();
+            let d_x = layer
+                .backward(&mut step, &x, &saved, &d_y, true)
+                .unwrap()
+                .unwrap();
             let merged = layer.merged_weight(&mut step).unwrap();
             let restored = layer.base_weight(&mut step).unwrap();
             step.submit().unwrap();

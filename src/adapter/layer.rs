@@ -37,7 +37,8 @@ impl BaseWeight<'_> {
     }
 }
 
-/// The frozen part of an adapted layer.
+/// A frozen weight, dense or quantized. In a plain layer it is W; in an adapted layer it is
+/// the frozen part of W'.
 #[derive(Debug)]
 pub enum Frozen {
     /// Dense W_res = W − U₁S₁V₁ᵀ (spectral, PiSSA), or W itself (LoRA).
@@ -47,7 +48,49 @@ pub enum Frozen {
     Quantized(QuantMatrix),
 }
 
+impl From<Tensor> for Frozen {
+    fn from(t: Tensor) -> Self {
+        Frozen::Dense(t)
+    }
+}
+
+impl From<QuantMatrix> for Frozen {
+    fn from(q: QuantMatrix) -> Self {
+        Frozen::Quantized(q)
+    }
+}
+
+impl<'a> From<&'a Frozen> for BaseWeight<'a> {
+    fn from(f: &'a Frozen) -> Self {
+        match f {
+            Frozen::Dense(t) => BaseWeight::Dense(t),
+            Frozen::Quantized(q) => BaseWeight::Quantized(q),
+        }
+    }
+}
+
 impl Frozen {
+    /// (rows, cols) for a matrix; a dense tensor's shape otherwise.
+    pub fn shape(&self) -> Vec<usize> {
+        BaseWeight::from(self).shape()
+    }
+
+    /// The dense tensor, if it is one.
+    pub fn dense(&self) -> Option<&Tensor> {
+        match self {
+            Frozen::Dense(t) => Some(t),
+            Frozen::Quantized(_) => None,
+        }
+    }
+
+    /// Bytes on the GPU.
+    pub fn gpu_bytes(&self) -> usize {
+        match self {
+            Frozen::Dense(t) => t.len() * 4,
+            Frozen::Quantized(q) => q.gpu_bytes(),
+        }
+    }
+
     /// Another handle on the same storage.
     pub fn alias(&self) -> Frozen {
         match self {
@@ -56,8 +99,8 @@ impl Frozen {
         }
     }
 
-    /// Records C = α·A·op(base) + β·C.
-    fn gemm(&self, step: &mut Step, g: &Gemm, a: &Tensor, c: &Tensor) -> Result<()> {
+    /// Records C = α·A·op(W) + β·C.
+    pub fn gemm(&self, step: &mut Step, g: &Gemm, a: &Tensor, c: &Tensor) -> Result<()> {
         match self {
             Frozen::Dense(w) => gemm(step, g, a, w, c),
             Frozen::Quantized(q) => qgemm(step, g, a, q, c),
@@ -65,7 +108,7 @@ impl Frozen {
     }
 
     /// Records a dense copy.
-    fn to_dense(&self, step: &mut Step) -> Result<Tensor> {
+    pub fn to_dense(&self, step: &mut Step) -> Result<Tensor> {
         match self {
             Frozen::Dense(w) => copy(step, w),
             Frozen::Quantized(q) => dequantize(step, q),

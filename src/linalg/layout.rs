@@ -88,3 +88,75 @@ pub fn pad_rows(step: &mut Step, x: &Tensor, width: usize) -> Result<Tensor> {
     )?);
     Ok(y)
 }
+
+/// Records Y[offset + i, :] = X[i, :] for the rows of X (…, cols) into Y (rows_y, cols): appends
+/// a step's keys or values to a KV cache without a view (whose start would need alignment).
+pub fn write_rows(step: &mut Step, x: &Tensor, y: &Tensor, offset: usize) -> Result<()> {
+    let cols = *y.shape().last().unwrap_or(&1);
+    let rows = x.len() / cols.max(1);
+    let rows_y = y.len() / cols.max(1);
+    if x.shape().last() != Some(&cols) || offset + rows > rows_y {
+        return Err(crate::Error::ShapeMismatch {
+            op: "write_rows",
+            detail: format!(
+                "{:?} written at row {offset} does not fit in {:?}",
+                x.shape(),
+                y.shape()
+            ),
+        });
+    }
+    if x.is_empty() {
+        return Ok(());
+    }
+    let params = LayoutParams {
+        rows: to_u32("write_rows", rows)?,
+        cols: to_u32("write_rows", cols)?,
+        batch: 1,
+        ld_out: to_u32("write_rows", offset)?,
+    };
+    let kernel = step.gpu.kernel(&shaders::LAYOUT, "write_rows", vec![]);
+    let groups = [grid_stride_groups(x.len(), 64), 1, 1];
+    step.push(KernelOp::new(
+        step.gpu,
+        "write_rows",
+        kernel,
+        &params,
+        &[(1, x), (2, y)],
+        groups,
+    )?);
+    Ok(())
+}
+
+/// Records a copy of rows start..start + count of X (…, cols) and returns it (count, cols): for
+/// a row whose offset a view could not start at.
+pub fn read_rows(step: &mut Step, x: &Tensor, start: usize, count: usize) -> Result<Tensor> {
+    let cols = *x.shape().last().unwrap_or(&1);
+    let rows_x = x.len() / cols.max(1);
+    if start + count > rows_x {
+        return Err(crate::Error::ShapeMismatch {
+            op: "read_rows",
+            detail: format!("rows {start}..{} of {:?}", start + count, x.shape()),
+        });
+    }
+    let y = Tensor::uninit(step.gpu, &[count, cols])?;
+    if y.is_empty() {
+        return Ok(y);
+    }
+    let params = LayoutParams {
+        rows: to_u32("read_rows", count)?,
+        cols: to_u32("read_rows", cols)?,
+        batch: 1,
+        ld_out: to_u32("read_rows", start)?,
+    };
+    let kernel = step.gpu.kernel(&shaders::LAYOUT, "read_rows", vec![]);
+    let groups = [grid_stride_groups(y.len(), 64), 1, 1];
+    step.push(KernelOp::new(
+        step.gpu,
+        "read_rows",
+        kernel,
+        &params,
+        &[(1, x), (2, &y)],
+        groups,
+    )?);
+    Ok(y)
+}

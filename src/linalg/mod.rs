@@ -12,9 +12,9 @@ mod small;
 mod svd;
 
 pub use elementwise::{add, axpby, axpy, copy, scale};
-pub use layout::{pad_rows, transpose};
+pub use layout::{pad_rows, read_rows, transpose, write_rows};
 pub use matmul::{gemm, matmul, matmul_variants, qgemm, Gemm, MatmulKernel, TileConfig};
-pub use quant::{dequantize, gather_rows, QuantFormat, QuantMatrix};
+pub use quant::{dequantize, gather_rows, quantize, QuantFormat, QuantMatrix};
 pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
 pub use svd::{svd_truncated, svd_truncated_batch, Svd, SvdOptions, SvdStats};
 

@@ -194,3 +194,31 @@ pub fn dequantize(step: &mut Step, w: &QuantMatrix) -> Result<Tensor> {
 pub fn gather_rows(step: &mut Step, w: &QuantMatrix, ids: &Tensor) -> Result<Tensor> {
     record_gather(step, w, Some(ids))
 }
+
+/// Quantizes row-major values (whole blocks of 32) to GGML blocks on the host, round to
+/// nearest as ggml's reference quantizers do: for generated test models and for writing files.
+pub fn quantize(format: QuantFormat, values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() / BLOCK * format.file_block_bytes());
+    for block in values.chunks(BLOCK) {
+        match format {
+            QuantFormat::Q8_0 => {
+                let amax = block.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(half::f16::from_f32(d).to_le_bytes());
+                out.extend(block.iter().map(|v| (v * inv).round() as i8 as u8));
+            }
+            QuantFormat::Q4_1 => {
+                let lo = block.iter().fold(f32::INFINITY, |a, &v| a.min(v));
+                let hi = block.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                let d = (hi - lo) / 15.0;
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                out.extend(half::f16::from_f32(d).to_le_bytes());
+                out.extend(half::f16::from_f32(lo).to_le_bytes());
+                let q = |v: f32| (((v - lo) * inv).round() as u8).min(15);
+                out.extend((0..16).map(|i| q(block[i]) | (q(block[i + 16]) << 4)));
+            }
+        }
+    }
+    out
+}

@@ -407,7 +407,7 @@ impl Bert {
             for lin in layer.linears() {
                 let weight = match self.adapted(&lin.name) {
                     Some(a) => a.merged_weight(&mut step)?,
-                    None => lin.weight.alias(),
+                    None => lin.weight.to_dense(&mut step)?,
                 };
                 named.push((format!("{}.weight", lin.name), weight));
                 if let Some(b) = &lin.bias {

@@ -2,17 +2,17 @@
 //! (`<name>.weight`, `<name>.bias`), which an adapter may take over.
 
 use crate::adapter::kernels::add_bias;
-use crate::adapter::{Adapter, AdapterConfig, LayerAdapter, Saved};
+use crate::adapter::{Adapter, AdapterConfig, BaseWeight, Frozen, LayerAdapter, Saved};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
-use crate::linalg::{gemm, Gemm};
+use crate::linalg::Gemm;
 
 /// A frozen linear layer.
 #[derive(Debug)]
 pub struct Linear {
     pub name: String,
-    /// W (out × in).
-    pub weight: Tensor,
+    /// W (out × in), dense or quantized.
+    pub weight: Frozen,
     /// b (out).
     pub bias: Option<Tensor>,
 }
@@ -25,10 +25,15 @@ pub enum LinearSaved {
 }
 
 impl Linear {
-    /// Checks that W is 2D and b matches its rows.
-    pub fn new(name: impl Into<String>, weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+    /// Checks that W (a dense `Tensor` or a `QuantMatrix`) is 2D and b matches its rows.
+    pub fn new(
+        name: impl Into<String>,
+        weight: impl Into<Frozen>,
+        bias: Option<Tensor>,
+    ) -> Result<Linear> {
         let name = name.into();
-        let &[m, _] = weight.shape() else {
+        let weight = weight.into();
+        let &[m, _] = weight.shape().as_slice() else {
             return Err(Error::ShapeMismatch {
                 op: "linear",
                 detail: format!(
@@ -84,11 +89,10 @@ impl Linear {
         let mut shape = x.shape().to_vec();
         *shape.last_mut().expect("checked non-empty above") = self.out_features();
         let y = Tensor::uninit(step.gpu(), &[rows, self.out_features()])?;
-        gemm(
+        self.weight.gemm(
             step,
             &Gemm::default().trans_b(true),
             &x.view(0, &[rows, n])?,
-            &self.weight,
             &y,
         )?;
         if let Some(b) = &self.bias {
@@ -114,11 +118,10 @@ impl Linear {
                 let m = self.out_features();
                 let rows = d_y.len() / m.max(1);
                 let d_x = Tensor::uninit(step.gpu(), x.shape())?;
-                gemm(
+                self.weight.gemm(
                     step,
                     &Gemm::default(),
                     &d_y.view(0, &[rows, m])?,
-                    &self.weight,
                     &d_x.view(0, &[rows, self.in_features()])?,
                 )?;
                 Ok(Some(d_x))
@@ -140,9 +143,9 @@ pub async fn adapt<'a>(
     layers: impl Iterator<Item = &'a Linear>,
     targets: &[&str],
 ) -> Result<Adapter> {
-    let chosen: Vec<(&str, &Tensor)> = layers
+    let chosen: Vec<(&str, BaseWeight)> = layers
         .filter(|l| targets.iter().any(|p| matches_target(&l.name, p)))
-        .map(|l| (l.name.as_str(), &l.weight))
+        .map(|l| (l.name.as_str(), BaseWeight::from(&l.weight)))
         .collect();
     if chosen.is_empty() {
         return Err(Error::InvalidAdapter(format!(

@@ -24,3 +24,5 @@ pub fn gpu() -> Option<&'static Gpu> {
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     pollster::block_on(f)
 }
+
+pub mod assets;
