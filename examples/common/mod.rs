@@ -55,7 +55,7 @@ impl Options {
 }
 
 /// ${SPECTUNE_CACHE:-~/.cache/spectune}
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("SPECTUNE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -63,7 +63,7 @@ fn cache_dir() -> PathBuf {
         })
 }
 
-fn read_cached(path: PathBuf) -> AnyResult<Vec<u8>> {
+pub fn read_cached(path: PathBuf) -> AnyResult<Vec<u8>> {
     Ok(std::fs::read(&path)
         .map_err(|_| format!("{} is missing: run scripts/fetch-assets.sh", path.display()))?)
 }

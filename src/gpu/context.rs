@@ -154,6 +154,17 @@ impl Gpu {
         &self.limits
     }
 
+    /// GPU memory held by tensors: (bytes now, peak bytes since [`Gpu::reset_peak_memory`]),
+    /// counting buffers in use and those idle in the reuse pool.
+    pub fn memory(&self) -> (u64, u64) {
+        self.pool.memory()
+    }
+
+    /// Starts measuring a new peak from what is held now.
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak()
+    }
+
     /// The underlying wgpu device, for interop.
     pub fn device(&self) -> &wgpu::Device {
         &self.device

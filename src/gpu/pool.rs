@@ -22,6 +22,9 @@ struct PoolState {
     by_size: HashMap<u64, Vec<wgpu::Buffer>>,
     pooled_bytes: u64,
     allocated: u64,
+    /// Bytes of every buffer created and not yet dropped (in use or idle in the pool).
+    held_bytes: u64,
+    peak_bytes: u64,
 }
 
 impl BufferPool {
@@ -52,6 +55,8 @@ impl BufferPool {
             }
             None => {
                 state.allocated += 1;
+                state.held_bytes += size;
+                state.peak_bytes = state.peak_bytes.max(state.held_bytes);
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
                     size,
@@ -72,6 +77,7 @@ impl BufferPool {
         let size = buffer.size();
         let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
         if state.pooled_bytes + size > MAX_POOLED_BYTES {
+            state.held_bytes -= size;
             return; // dropped: wgpu frees it once the GPU is done with it
         }
         state.pooled_bytes += size;
@@ -84,10 +90,24 @@ impl BufferPool {
         (state.allocated, state.pooled_bytes)
     }
 
+    /// (bytes held now, the most held at once since the last reset): storage buffers in use
+    /// or idle in the pool, the GPU memory the library's tensors take.
+    pub(crate) fn memory(&self) -> (u64, u64) {
+        let state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        (state.held_bytes, state.peak_bytes)
+    }
+
+    /// Starts a new peak from what is held now.
+    pub(crate) fn reset_peak(&self) {
+        let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        state.peak_bytes = state.held_bytes;
+    }
+
     /// Drops every idle buffer.
     pub(crate) fn clear(&self) {
         let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
         state.by_size.clear();
+        state.held_bytes -= state.pooled_bytes;
         state.pooled_bytes = 0;
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod generate;
 
-use crate::adapter::{Adapter, AdapterConfig, LayerAdapter};
+use crate::adapter::{fuse, Adapter, AdapterConfig, Frozen, Fusion, LayerAdapter};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
 use crate::io::gguf::{GgmlType, GgufFile};
@@ -343,6 +343,44 @@ impl Llama {
     /// The adapter, if one is on.
     pub fn adapter(&self) -> Option<&Adapter> {
         self.adapter.as_ref()
+    }
+
+    /// Merges adapters into the weights: every projection any of them adapts becomes the dense
+    /// W + Σ_k w_k ΔW_k (see [`fuse`](crate::adapter::fuse): `Sum` and `Mean` need disjoint
+    /// bands), and the model's own adapter is dropped. What a fused model is evaluated or saved
+    /// as; reload the GGUF to undo it.
+    pub fn merge_adapters(&mut self, gpu: &Gpu, adapters: &[&Adapter], how: &Fusion) -> Result<()> {
+        let mut step = Step::new(gpu, "llama: merge adapters");
+        let mut merged = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (i, lin) in layer.linears().iter().enumerate() {
+                let layers: Vec<&LayerAdapter> =
+                    adapters.iter().filter_map(|a| a.find(&lin.name)).collect();
+                if layers.is_empty() {
+                    continue;
+                }
+                let base = lin.weight.to_dense(&mut step)?;
+                merged.push((l, i, fuse(&mut step, &base, &layers, how)?));
+            }
+        }
+        step.submit()?;
+        for (l, i, w) in merged {
+            let layer = &mut self.layers[l];
+            let lin = [
+                &mut layer.q,
+                &mut layer.k,
+                &mut layer.v,
+                &mut layer.o,
+                &mut layer.gate,
+                &mut layer.up,
+                &mut layer.down,
+            ];
+            if let Some(lin) = lin.into_iter().nth(i) {
+                lin.weight = Frozen::Dense(w);
+            }
+        }
+        self.adapter = None;
+        Ok(())
     }
 
     fn adapted(&self, name: &str) -> Option<&LayerAdapter> {

