@@ -1,7 +1,8 @@
 // Matmul family: C = alpha * op(A) * op(B) + beta * C, batched, register-blocked, vec4 loads.
 //
 // Each invocation computes an 8 x 16 block of C held in registers (8 rows of four vec4s), so per
-// four depths it loads 8 + 16 vec4s for 512 FMAs. No workgroup memory: on CPU adapters
+// four depths it loads 8 + 16 vec4s for 512 FMAs; with ROWS = 1 (a C of a few rows: decoding one
+// token) a 1 x 16 block, so no FMAs go to rows that are not there. No workgroup memory: on CPU adapters
 // (lavapipe, SwiftShader) invocations are SIMD lanes and barriers are costly, and the blocks are
 // written out by hand because those compilers keep dynamically indexed arrays in memory.
 // Adjacent invocations own adjacent vec4 columns (an invocation's vec4 columns are WX apart),
@@ -39,6 +40,7 @@ const WX: u32 = {{WX}}u;
 const WY: u32 = {{WY}}u;
 const TRANS_A: bool = {{TRANS_A}};
 const TRANS_B: bool = {{TRANS_B}};
+const ROWS: u32 = {{ROWS}}u; // rows of C per invocation: 8, or 1 (not with TRANS_A)
 
 // Sixteen columns of one row: vec4 columns col4, col4 + WX, col4 + 2 WX, col4 + 3 WX.
 struct Row {
@@ -92,6 +94,10 @@ fn a_col(base: u32, d: u32, row4: u32) -> vec4<f32> {
 }
 
 fn load_a(base: u32, row0: u32, p4: u32) -> Rows8 {
+    if (ROWS == 1u && !TRANS_A) {
+        let z = vec4<f32>(0.0);
+        return Rows8(a_row(base, row0, p4), z, z, z, z, z, z, z);
+    }
     if (!TRANS_A) {
         return Rows8(a_row(base, row0, p4), a_row(base, row0 + 1u, p4), a_row(base, row0 + 2u, p4), a_row(base, row0 + 3u, p4),
                      a_row(base, row0 + 4u, p4), a_row(base, row0 + 5u, p4), a_row(base, row0 + 6u, p4), a_row(base, row0 + 7u, p4));
@@ -161,7 +167,7 @@ fn store_row(base: u32, row: u32, c: Cols, acc: Row) {
 
 @compute @workgroup_size(WX, WY, 1)
 fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * WY + lid.y) * 8u;
+    let row0 = (wid.y * WY + lid.y) * ROWS;
     let c0 = wid.x * WX * 4u + lid.x; // vec4 column
     let cols = Cols(c0, c0 + WX, c0 + 2u * WX, c0 + 3u * WX);
     let n4 = (p.n + 3u) / 4u;
@@ -177,6 +183,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         let av = load_a(base_a, row0, p4);
         let bv = load_b(base_b, p4, load_cols);
         acc0 = rank4(acc0, av.r0, bv);
+        if (ROWS == 1u) { continue; }
         acc1 = rank4(acc1, av.r1, bv);
         acc2 = rank4(acc2, av.r2, bv);
         acc3 = rank4(acc3, av.r3, bv);
@@ -188,6 +195,7 @@ fn matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 
     let base_c = wid.z * p.stride_c;
     store_row(base_c, row0, cols, acc0);
+    if (ROWS == 1u) { return; }
     store_row(base_c, row0 + 1u, cols, acc1);
     store_row(base_c, row0 + 2u, cols, acc2);
     store_row(base_c, row0 + 3u, cols, acc3);

@@ -109,8 +109,12 @@ fn check_gemm(
     );
 }
 
+// m ≤ 4 runs one row per invocation (decoding), larger m eight.
 const AWKWARD: &[(usize, usize, usize)] = &[
     (1, 1, 1),
+    (3, 70, 37),
+    (4, 130, 64),
+    (2, 17, 8),
     (1, 7, 1),
     (1, 1, 9),
     (1, 33, 5),

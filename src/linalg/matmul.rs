@@ -34,6 +34,8 @@ pub struct TileConfig {
 
 /// Rows and columns of C per invocation, fixed by `matmul.wgsl`.
 const BLOCK_ROWS: u32 = 8;
+/// At most this many rows of C, an invocation computes one row (`ROWS` = 1 in the shader).
+const SKINNY_ROWS: usize = 4;
 const BLOCK_COLS: u32 = 16;
 
 impl TileConfig {
@@ -309,11 +311,22 @@ fn record(step: &mut Step, g: &Gemm, a: &Tensor, b: Operand, c: &Tensor) -> Resu
     };
     let op = match tile {
         Some(t) => {
-            defines.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
+            // A C of a few rows (one decoded token) gets one row per invocation, not eight
+            // (not with Aᵀ, whose loads transpose blocks of four rows).
+            let rows = if d.m <= SKINNY_ROWS && !g.trans_a {
+                1
+            } else {
+                BLOCK_ROWS
+            };
+            defines.extend([
+                ("WX", t.wx.to_string()),
+                ("WY", t.wy.to_string()),
+                ("ROWS", rows.to_string()),
+            ]);
             let kernel = gpu.kernel(b_shader, "matmul", defines);
             let groups = [
                 d.n.div_ceil(t.block_cols() as usize) as u64,
-                d.m.div_ceil(t.block_rows() as usize) as u64,
+                d.m.div_ceil((t.wy * rows) as usize) as u64,
                 d.batch as u64,
             ];
             KernelOp::new(
@@ -407,10 +420,16 @@ pub fn matmul_variants() -> Vec<(crate::gpu::Shader, &'static str, Defines)> {
             let base: Defines = vec![("TRANS_A", ta.to_string()), ("TRANS_B", tb.to_string())];
             out.push((shaders::MATMUL_NAIVE, "matmul_naive", base.clone()));
             for t in tiles {
-                let mut d = base.clone();
-                d.extend([("WX", t.wx.to_string()), ("WY", t.wy.to_string())]);
-                for shader in [shaders::MATMUL, shaders::MATMUL_Q4_1, shaders::MATMUL_Q8_0] {
-                    out.push((shader, "matmul", d.clone()));
+                for rows in [1, BLOCK_ROWS] {
+                    let mut d = base.clone();
+                    d.extend([
+                        ("WX", t.wx.to_string()),
+                        ("WY", t.wy.to_string()),
+                        ("ROWS", rows.to_string()),
+                    ]);
+                    for shader in [shaders::MATMUL, shaders::MATMUL_Q4_1, shaders::MATMUL_Q8_0] {
+                        out.push((shader, "matmul", d.clone()));
+                    }
                 }
             }
         }

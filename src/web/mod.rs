@@ -2,6 +2,8 @@
 //! `Error` carrying the Rust error's message, and a panic hook makes any bug readable in the
 //! console instead of an opaque `unreachable`.
 
+mod llama;
+
 use std::rc::Rc;
 
 use js_sys::{Float32Array, Promise};
