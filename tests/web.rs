@@ -176,3 +176,96 @@ async fn js_api_svd_and_its_errors() {
         "{msg}"
     );
 }
+
+/// `LanguageModel` through the JS API on a generated decoder: an adapter, training steps that
+/// lower the loss, streamed generation, and errors for bad bytes and training without an adapter.
+#[wasm_bindgen_test]
+async fn js_api_language_model_trains_and_generates() {
+    use spectune::web::{JsGpu, JsLanguageModel};
+    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+    if gpu().await.is_none() {
+        return;
+    }
+    let gpu = JsGpu::request().await.unwrap();
+    let object = |pairs: &[(&str, JsValue)]| {
+        let o = js_sys::Object::new();
+        for (k, v) in pairs {
+            js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
+        }
+        JsValue::from(o)
+    };
+    let message = |e: JsValue| js_sys::Error::from(e).message().as_string().unwrap();
+
+    let err = JsLanguageModel::load(&gpu, b"GGUF but not really")
+        .err()
+        .unwrap();
+    assert!(message(err).contains("GGUF"));
+
+    let sizes = object(&[
+        ("vocabSize", 64.into()),
+        ("hiddenSize", 32.into()),
+        ("layers", 2.into()),
+        ("heads", 4.into()),
+        ("kvHeads", 2.into()),
+        ("intermediateSize", 64.into()),
+        ("contextLength", 32.into()),
+    ]);
+    let model = JsLanguageModel::random(&gpu, sizes.unchecked_into(), 1).unwrap();
+    assert_eq!(model.vocab_size().unwrap(), 64);
+    let tokens: Vec<u32> = (0..2 * 9).map(|i| (i * 7 % 64) as u32).collect();
+    let err = JsFuture::from(model.train_step(tokens.clone(), 2, 1e-2))
+        .await
+        .unwrap_err();
+    assert!(message(err).contains("add an adapter"));
+
+    let targets = js_sys::Array::of2(&"attn_q".into(), &"attn_v".into());
+    let options = object(&[
+        ("kind", "spectral-additive".into()),
+        ("rank", 2.into()),
+        ("targets", targets.into()),
+    ]);
+    let count = JsFuture::from(model.add_adapter(options.unchecked_into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        count.as_f64(),
+        Some((2 * 2 * (32 + 32) + 2 * 2 * (16 + 32)) as f64)
+    );
+    let mut losses = Vec::new();
+    for _ in 0..4 {
+        let loss = JsFuture::from(model.train_step(tokens.clone(), 2, 1e-2))
+            .await
+            .unwrap();
+        losses.push(loss.as_f64().unwrap());
+    }
+    assert!(losses[3] < losses[0], "{losses:?}");
+
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    let on_token = Closure::<dyn FnMut(u32) -> bool>::new(move |t: u32| {
+        sink.borrow_mut().push(t);
+        true
+    });
+    let out = JsFuture::from(
+        model.generate(
+            vec![1, 2, 3],
+            5,
+            0.0,
+            1.0,
+            0,
+            vec![],
+            Some(
+                on_token
+                    .as_ref()
+                    .unchecked_ref::<js_sys::Function>()
+                    .clone(),
+            ),
+        ),
+    )
+    .await
+    .unwrap();
+    let out = js_sys::Uint32Array::from(out).to_vec();
+    assert_eq!(out.len(), 5);
+    assert_eq!(*seen.borrow(), out);
+}

@@ -4,6 +4,8 @@
 
 mod llama;
 
+pub use llama::JsLanguageModel;
+
 use std::rc::Rc;
 
 use js_sys::{Float32Array, Promise};
