@@ -12,6 +12,8 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+// /models/... serves the fetch script's cache (never part of the repo): the model files.
+const MODELS = path.resolve(process.env.SPECTUNE_CACHE ?? path.join(process.env.HOME ?? "", ".cache/spectune"));
 
 // Browsers refuse to compile wasm streamed with any other type than application/wasm, and refuse
 // module scripts that are not served as JavaScript.
@@ -50,9 +52,10 @@ async function handle(req, res) {
   }
   if (pathname === "/") return send(res, 302, "", { location: "/www/" });
 
-  // Resolve inside ROOT only: a path like /../../etc/passwd must not escape the repository.
-  const file = path.join(ROOT, path.normalize(pathname));
-  if (file !== ROOT && !file.startsWith(ROOT + path.sep)) return send(res, 403, "forbidden\n");
+  // Resolve inside the root only: a path like /../../etc/passwd must not escape it.
+  const [root, rest] = pathname.startsWith("/models/") ? [MODELS, pathname.slice("/models".length)] : [ROOT, pathname];
+  const file = path.join(root, path.normalize(rest));
+  if (file !== root && !file.startsWith(root + path.sep)) return send(res, 403, "forbidden\n");
 
   let target = file;
   let stat;
