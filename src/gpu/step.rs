@@ -110,6 +110,19 @@ impl<'g> Step<'g> {
         self.ops.is_empty()
     }
 
+    /// Submits what has been recorded so far and goes on recording. Temporaries that only the
+    /// submitted ops used go back to the buffer pool, so a long step (a whole model's
+    /// backward pass) reuses one layer's temporaries for the next instead of holding them all.
+    pub fn flush(&mut self) -> Result<()> {
+        let ops = std::mem::take(&mut self.ops);
+        Step {
+            gpu: self.gpu,
+            label: self.label.clone(),
+            ops,
+        }
+        .submit()
+    }
+
     /// Encodes every op into one compute pass (WebGPU orders dispatches within a pass, so each
     /// sees the writes of the ones before) and submits once. Returns without waiting.
     pub fn submit(self) -> Result<()> {

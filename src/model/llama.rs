@@ -465,6 +465,7 @@ impl Llama {
                 linears,
             });
             x = next;
+            step.flush()?; // this layer's temporaries go back to the pool
         }
         let (normed_out, rstd_out) = rms_norm_forward(step, &x, &self.output_norm, c.rms_eps)?;
         let rows = batch * seq;
@@ -513,15 +514,18 @@ impl Llama {
         let (hidden, saved) = self.forward(step, &inputs, batch.len(), n)?;
         let logits = self.logits(step, &hidden)?;
         let (loss, d_logits) = cross_entropy(step, &logits, &labels)?;
+        drop(logits); // (vocab-wide: 100 MB at batch 4 × 128) free once submitted
         if grads {
-            self.backward(step, &saved, &d_logits)?;
+            self.backward(step, &saved, d_logits)?;
         }
         Ok(loss)
     }
 
     /// Records the backward pass from ∂L/∂logits: writes the adapter's gradients, stopping
-    /// below the lowest adapted layer (the frozen embedding needs no gradient).
-    pub fn backward(&self, step: &mut Step, saved: &LlamaSaved, d_logits: &Tensor) -> Result<()> {
+    /// below the lowest adapted layer (the frozen embedding needs no gradient). It submits as
+    /// it goes (one submit per layer, [`Step::flush`]), so one layer's temporaries serve the
+    /// next: the peak is the saved activations plus one layer's work.
+    pub fn backward(&self, step: &mut Step, saved: &LlamaSaved, d_logits: Tensor) -> Result<()> {
         let c = self.config;
         let lowest = self.layers.iter().position(|l| {
             l.linears()
@@ -535,10 +539,12 @@ impl Llama {
         crate::linalg::qgemm(
             step,
             &Gemm::default(),
-            d_logits,
+            &d_logits,
             &self.embedding,
             &d_normed.view(0, &[rows, c.hidden_size])?,
         )?;
+        drop(d_logits);
+        step.flush()?;
         let mut d_x = rms_norm_backward(
             step,
             &saved.last,
@@ -600,6 +606,7 @@ impl Llama {
                 rms_norm_backward(step, &s.input, &layer.attn_norm, &s.rstd_attn, &d_n, false)?.d_x;
             axpy(step, 1.0, &d_mid, &d_in)?;
             d_x = d_in;
+            step.flush()?; // this layer's temporaries go back to the pool
         }
         Ok(())
     }
