@@ -40,7 +40,7 @@ fn frozen(gpu: &Gpu, adapter: &Adapter) -> FrozenRef {
         m: l.m,
         n: l.n,
         r: l.rank,
-        base: f64s(&read(gpu, &l.base)),
+        base: f64s(&read(gpu, l.base.dense().unwrap())),
         u,
         s,
         v,

@@ -44,7 +44,7 @@ fn frozen(gpu: &Gpu, l: &LayerAdapter) -> FrozenRef {
         m: l.m,
         n: l.n,
         r: l.rank,
-        base: read(gpu, &l.base),
+        base: read(gpu, l.base.dense().unwrap()),
         u: read(gpu, &b.u),
         s: read(gpu, &b.s),
         v: read(gpu, &b.v),
