@@ -515,7 +515,7 @@ impl<'a> GgufFile<'a> {
     pub fn dequantize(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         dequantize_bytes(t.ggml_type, self.tensor_bytes(name)?)
-            .map_err(|detail| bad(self.what, format!("tensor {name}: {detail}")))
+            .map_err(|detail| bad(self.what, format!("tensor {name} is {detail}")))
     }
 }
 
@@ -552,7 +552,7 @@ pub fn dequantize_bytes(
         }
         other => {
             return Err(format!(
-                "{other} data; spectune dequantizes F32, F16, Q8_0 and Q4_1"
+                "{other}; spectune dequantizes F32, F16, Q8_0 and Q4_1"
             ))
         }
     }
