@@ -38,6 +38,9 @@ pub const MATMUL_NAIVE: Shader = shader!("matmul_naive.wgsl");
 pub const ELEMENTWISE: Shader = shader!("elementwise.wgsl");
 /// Sums and sums of squares, per row and whole.
 pub const REDUCE: Shader = shader!("reduce.wgsl");
+/// L⁻¹ of a small Gram matrix's Cholesky factor, with a positive-definiteness flag (the SVD's
+/// orth()).
+pub const CHOLESKY: Shader = shader!("cholesky.wgsl");
 /// Transpose and zero-padded row copies.
 pub const LAYOUT: Shader = shader!("layout.wgsl");
 
@@ -79,6 +82,7 @@ pub const ALL: &[Shader] = &[
     MATMUL_NAIVE,
     ELEMENTWISE,
     REDUCE,
+    CHOLESKY,
     LAYOUT,
     ADAMW,
     ADAPTER,

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{block_on, gpu};
+use spectune::linalg::cholesky::{cholesky_inverse, flag};
 use spectune::linalg::{svd_truncated, svd_truncated_batch, Svd, SvdOptions};
 use spectune::reference::{matrix_with_spectrum, svd_accuracy, Rng, SvdAccuracy};
 use spectune::{Error, Gpu, Tensor};
@@ -230,9 +231,9 @@ fn batch_matches_single_in_few_round_trips() {
         &opts,
     ))
     .unwrap();
-    // One per intermediate orth (2q), two for the final Q, B, and U: independent of the number
-    // of matrices.
-    assert_eq!(stats.round_trips, 2 * opts.power_iters + 4, "{stats:?}");
+    // The whole subspace iteration of every matrix is one submit and one read.
+    assert_eq!(stats.round_trips, 1, "{stats:?}");
+    assert_eq!(stats.submits, 1, "{stats:?}");
     assert_eq!(stats.fallbacks, 0);
     for (((&(m, n), w), svd), t) in shapes.iter().zip(&ws).zip(&svds).zip(&ts) {
         let single = block_on(svd_truncated(gpu, t, 8, &opts)).unwrap();
@@ -289,4 +290,75 @@ fn wide_blocks() {
         acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001,
         "{acc:?}"
     );
+}
+
+/// L⁻¹ of G = L Lᵀ in f64 (faer's Cholesky, then forward substitution), row-major.
+fn reference_cholesky_inverse(g: &[f32], l: usize) -> Vec<f64> {
+    let g = faer::Mat::<f64>::from_fn(l, l, |i, j| f64::from(g[i * l + j]));
+    let llt = g.llt(faer::Side::Lower).expect("positive definite");
+    let lower = llt.L();
+    let mut inv = vec![0.0f64; l * l];
+    for c in 0..l {
+        for i in c..l {
+            let s = if i == c { 1.0 } else { 0.0 }
+                - (c..i).map(|k| lower[(i, k)] * inv[k * l + c]).sum::<f64>();
+            inv[i * l + c] = s / lower[(i, i)];
+        }
+    }
+    inv
+}
+
+/// Runs the Cholesky kernel on G (ℓ×ℓ) into flag slot 1 of 2; returns (L⁻¹, flags).
+fn gpu_cholesky_inverse(gpu: &Gpu, g: &[f32], l: usize) -> (Vec<f32>, Vec<f32>) {
+    let gram = Tensor::from_slice(gpu, &[l, l], g).unwrap();
+    let flags = Tensor::zeros(gpu, &[2]).unwrap();
+    let mut step = spectune::Step::new(gpu, "cholesky test");
+    let inv = cholesky_inverse(&mut step, &gram, 1e-3, &flags, 1).unwrap();
+    step.submit().unwrap();
+    (
+        block_on(inv.to_vec(gpu)).unwrap(),
+        block_on(flags.to_vec(gpu)).unwrap(),
+    )
+}
+
+/// The orth() kernel against f64: G = YᵀY for a Gaussian-like Y (3ℓ×ℓ, so κ(G) ≈ 14). Its f32
+/// Cholesky and substitution err by about ℓ·κ(G)·u ≤ 70·14·6e-8 ≈ 6e-5 relative to L⁻¹'s
+/// largest entry, hence the bound 1e-4; a wrong entry would be off by O(1). ℓ = 70 is more
+/// than the workgroup's 64 invocations, so every strided loop takes a second turn.
+#[test]
+fn cholesky_inverse_matches_f64_and_flags_what_it_refuses() {
+    let Some(gpu) = gpu() else { return };
+    for l in [1usize, 20, 70] {
+        let y = Rng::new(l as u64).vec_f32(3 * l * l);
+        let g: Vec<f32> = (0..l * l)
+            .map(|e| {
+                let (i, j) = (e / l, e % l);
+                (0..3 * l)
+                    .map(|k| f64::from(y[k * l + i]) * f64::from(y[k * l + j]))
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let (inv, flags) = gpu_cholesky_inverse(gpu, &g, l);
+        let want = reference_cholesky_inverse(&g, l);
+        let scale = want.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+        let err = inv
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |a, (&x, &w)| a.max((f64::from(x) - w).abs()));
+        eprintln!("ℓ = {l}: max |L⁻¹ − ref| = {:.2e} of {scale:.2e}", err);
+        assert!(
+            err <= 1e-4 * scale,
+            "ℓ = {l}: error {err:e}, scale {scale:e}"
+        );
+        assert_eq!(flags, [flag::OK, flag::OK], "ℓ = {l}");
+    }
+    // Rank 1: the second pivot is zero. NaN: flagged as such (which wins over a bad pivot).
+    let (inv, flags) = gpu_cholesky_inverse(gpu, &[1.0, 2.0, 2.0, 4.0], 2);
+    assert_eq!(flags, [flag::OK, flag::NOT_POSITIVE]);
+    assert!(inv.iter().all(|v| v.is_finite()), "{inv:?}");
+    let (_, flags) = gpu_cholesky_inverse(gpu, &[1.0, f32::NAN, f32::NAN, 4.0], 2);
+    assert_eq!(flags, [flag::OK, flag::NOT_FINITE]);
+    // Positive definite but too ill-conditioned to trust in f32: pivots 1 and 1e-4.
+    let (_, flags) = gpu_cholesky_inverse(gpu, &[1.0, 0.0, 0.0, 1e-8], 2);
+    assert_eq!(flags, [flag::OK, flag::NOT_POSITIVE]);
 }

@@ -3,6 +3,7 @@
 //! Each function records its dispatches into a [`Step`](crate::Step) and returns its output
 //! tensor, whose values exist once the step is submitted.
 
+pub mod cholesky;
 mod elementwise;
 mod layout;
 mod matmul;

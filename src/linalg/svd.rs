@@ -4,16 +4,19 @@
 //!   Ω (n×ℓ) Gaussian, Q = orth(W Ω); q times: Z = orth(Wᵀ Q), Q = orth(W Z);
 //!   B = Qᵀ W (ℓ×n) = Ũ Σ Ṽᵀ; U = Q Ũ, S = Σ, V = Ṽ, truncated to r.
 //!
-//! The products run as WGSL gemms; orth() is CholeskyQR2 (Gram on the GPU, its ℓ×ℓ Cholesky on
-//! the host in f64, Y·R⁻¹ on the GPU, twice) with Householder QR on the host as the stable
-//! fallback; the ℓ×n SVD runs on the host in f64. Intermediate bases get one CholeskyQR pass
-//! (their span is all that matters), the final Q two. Many matrices go through in lockstep, so
-//! a whole model costs 2q + 4 host round trips, not that many per matrix.
+//! The products run as WGSL gemms; orth() is CholeskyQR2, all on the GPU (the Gram, its ℓ×ℓ
+//! Cholesky factor's inverse in one workgroup, Y·L⁻ᵀ), so the whole iteration is one submit and
+//! one read of B and Q. The ℓ×n SVD of B and U = Q Ũ run on the host in f64. Intermediate bases
+//! get one CholeskyQR pass (their span is all that matters), the final Q two. A matrix whose
+//! Gram is not safely positive definite (rank-deficient W) is flagged by the kernel and run
+//! again with Householder QR on the host, the stable fallback. Many matrices go through in
+//! lockstep, so a whole model costs one round trip.
 
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
-use crate::linalg::small::{cholesky_r_inverse, householder_q, small_svd};
-use crate::linalg::{gemm, transpose, Gemm};
+use crate::linalg::cholesky::{cholesky_inverse, flag};
+use crate::linalg::small::{householder_q, small_svd};
+use crate::linalg::{gemm, Gemm};
 use crate::random::Rng;
 
 /// Options of [`svd_truncated`].
@@ -56,10 +59,12 @@ pub struct SvdStats {
     pub round_trips: usize,
     /// Queue submissions.
     pub submits: usize,
-    /// orth() calls that took the Householder fallback.
+    /// Matrices run again with the Householder fallback (their Gram was not safely positive
+    /// definite).
     pub fallbacks: usize,
 }
 
+#[derive(Clone, Copy)]
 struct Dims {
     m: usize,
     n: usize,
@@ -112,9 +117,10 @@ pub async fn svd_truncated(gpu: &Gpu, w: &Tensor, rank: usize, opts: &SvdOptions
         .ok_or_else(|| Error::Numerical("svd_truncated returned nothing".into()))
 }
 
-/// Truncated SVDs of many matrices (a whole model's layers) to the same rank, in lockstep: each
-/// stage records every matrix's products into one submit and reads every result back at once.
-/// Signs are deterministic: the largest-magnitude entry of each column of U is positive.
+/// Truncated SVDs of many matrices (a whole model's layers) to the same rank, in lockstep: the
+/// whole subspace iteration of every matrix is recorded into one submit, and its results are
+/// read back once. Signs are deterministic: the largest-magnitude entry of each column of U is
+/// positive.
 pub async fn svd_truncated_batch(
     gpu: &Gpu,
     ws: &[&Tensor],
@@ -123,16 +129,87 @@ pub async fn svd_truncated_batch(
 ) -> Result<(Vec<Svd>, SvdStats)> {
     let dims = check(ws, rank, opts)?;
     let mut stats = SvdStats::default();
-    let first_t = Gemm::default().trans_a(true);
+    let mut ranges = range_finder(gpu, ws, &dims, opts, Orth::OnDevice, &mut stats).await?;
+
+    // Matrices whose Gram was not safely positive definite (rank-deficient, or too
+    // ill-conditioned for CholeskyQR in f32) go again, orthonormalised on the host.
+    let refused: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].refused).collect();
+    if !refused.is_empty() {
+        stats.fallbacks += refused.len();
+        let ws_again: Vec<&Tensor> = refused.iter().map(|&i| ws[i]).collect();
+        let dims_again: Vec<Dims> = refused.iter().map(|&i| dims[i]).collect();
+        let again = range_finder(gpu, &ws_again, &dims_again, opts, Orth::OnHost, &mut stats);
+        for (i, range) in refused.into_iter().zip(again.await?) {
+            ranges[i] = range;
+        }
+    }
+    let svds = ranges
+        .iter()
+        .zip(&dims)
+        .enumerate()
+        .map(|(i, (range, d))| factor(gpu, i, range, d, rank))
+        .collect::<Result<Vec<Svd>>>()?;
+    Ok((svds, stats))
+}
+
+/// Where orth() runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Orth {
+    /// CholeskyQR on the GPU (Gram, `cholesky_inverse`, L⁻¹·Yᵀ): no round trip. Its flags say
+    /// afterwards whether every Gram was safely positive definite.
+    OnDevice,
+    /// Householder QR on the host in f64: exact for any basis, one round trip per orth().
+    OnHost,
+}
+
+/// What the range finder leaves for the host: Qᵀ (ℓ×m) and B = Qᵀ W (ℓ×n), and whether a
+/// CholeskyQR refused one of this matrix's bases.
+struct Range {
+    qt: Vec<f32>,
+    b: Vec<f32>,
+    refused: bool,
+}
+
+/// The smallest pivot of a Gram's Cholesky factor, relative to the largest, that CholeskyQR
+/// trusts. CholeskyQR2 needs κ(Y) ≲ u^(-1/2) ≈ 4000 for an f32 Gram (u ≈ 6e-8): beyond that the
+/// Gram's rounding swamps the small directions. The pivots' ratios estimate 1/κ(Y); rank
+/// deficiency shows up as about 2e-4.
+const PIVOT_TOL: f32 = 1e-3;
+
+/// Q with orthonormal columns spanning W's dominant column space, by q rounds of subspace
+/// iteration, and B = Qᵀ W, for every matrix, read back in one go.
+async fn range_finder(
+    gpu: &Gpu,
+    ws: &[&Tensor],
+    dims: &[Dims],
+    opts: &SvdOptions,
+    on: Orth,
+    stats: &mut SvdStats,
+) -> Result<Vec<Range>> {
     let plain = Gemm::default();
     let with_wt = Gemm::default().trans_b(true);
+    // One flag slot per CholeskyQR pass (at most 2 + 3q of them).
+    let slots = 2 + 3 * opts.power_iters;
+    let flags = match on {
+        Orth::OnDevice => dims
+            .iter()
+            .map(|_| Tensor::zeros(gpu, &[slots]))
+            .collect::<Result<Vec<_>>>()?,
+        Orth::OnHost => Vec::new(),
+    };
+    let mut orth = Orthonormaliser {
+        gpu,
+        on,
+        flags: &flags,
+        slot: 0,
+    };
 
-    // Q, Z and Y are kept transposed (ℓ×m, ℓ×n), and Wᵀ is stored once, so that every product
-    // with W is a plain product with a wide ℓ-row output: the kernel's lanes then run along the
-    // long side (measured 2× faster on lavapipe than tall m×ℓ outputs).
-    let mut step = Step::new(gpu, "svd: Yᵀ = Ωᵀ Wᵀ");
+    // Q, Z and Y are kept transposed (ℓ×m, ℓ×n), so that every product with W has a wide ℓ-row
+    // output: the kernel's lanes then run along the long side (measured 2× faster on lavapipe
+    // than tall m×ℓ outputs).
+    let mut step = Step::new(gpu, "svd: range finder");
     let mut omega_ts = Vec::with_capacity(ws.len());
-    for d in &dims {
+    for d in dims {
         // Each matrix draws Ω from the seed afresh, so a result does not depend on its batch.
         let mut rng = Rng::new(opts.seed);
         let omega_t: Vec<f32> = (0..d.l * d.n).map(|_| rng.normal() as f32).collect();
@@ -141,124 +218,162 @@ pub async fn svd_truncated_batch(
     let yts = products(
         &mut step,
         &with_wt,
-        &omega_ts.iter().collect::<Vec<_>>(),
+        &refs(&omega_ts),
         ws,
         |d| [d.l, d.m],
-        &dims,
+        dims,
     )?;
     // Subspace iteration only needs each intermediate basis to span the right space, which one
     // CholeskyQR pass gives; only the Q that B = QᵀW is formed with must be orthonormal to
     // rounding, so only it gets the second pass.
     let passes = |last: bool| if last { 2 } else { 1 };
-    let (mut qts, mut step) = orth(
-        gpu,
-        step,
-        yts,
-        &mut stats,
-        true,
-        passes(opts.power_iters == 0),
-    )
-    .await?;
-
-    for iter in 0..opts.power_iters {
-        let zts = products(
-            &mut step,
-            &plain,
-            &qts.iter().collect::<Vec<_>>(),
-            ws,
-            |d| [d.l, d.n],
-            &dims,
-        )?; // Zᵀ = Qᵀ W
-        let (zts, next) = orth(gpu, step, zts, &mut stats, false, 1).await?;
-        step = next;
-        let yts = products(
-            &mut step,
-            &with_wt,
-            &zts.iter().collect::<Vec<_>>(),
-            ws,
-            |d| [d.l, d.m],
-            &dims,
-        )?; // Yᵀ = Zᵀ Wᵀ
-        (qts, step) = orth(
-            gpu,
-            step,
-            yts,
-            &mut stats,
-            false,
-            passes(iter + 1 == opts.power_iters),
-        )
+    let mut qts;
+    (qts, step) = orth
+        .run(step, yts, passes(opts.power_iters == 0), true, stats)
         .await?;
+    for iter in 0..opts.power_iters {
+        let zts = products(&mut step, &plain, &refs(&qts), ws, |d| [d.l, d.n], dims)?; // Zᵀ = Qᵀ W
+        let (zts, next) = orth.run(step, zts, 1, false, stats).await?;
+        step = next;
+        let yts = products(&mut step, &with_wt, &refs(&zts), ws, |d| [d.l, d.m], dims)?; // Yᵀ = Zᵀ Wᵀ
+        let last = iter + 1 == opts.power_iters;
+        (qts, step) = orth.run(step, yts, passes(last), false, stats).await?;
     }
+    let bs = products(&mut step, &plain, &refs(&qts), ws, |d| [d.l, d.n], dims)?; // B = Qᵀ W
+    submit(step, stats)?;
 
-    // B = Qᵀ W (ℓ×n), its SVD on the host. (`step` also holds the last orth()'s products.)
-    let bs = products(
-        &mut step,
-        &plain,
-        &qts.iter().collect::<Vec<_>>(),
-        ws,
-        |d| [d.l, d.n],
-        &dims,
-    )?;
-    submit(step, &mut stats)?;
-    let bs = read(gpu, &bs, &mut stats).await?;
-    let mut smalls = Vec::with_capacity(ws.len());
-    for (i, (b, d)) in bs.iter().zip(&dims).enumerate() {
-        let svd = small_svd(b, d.l, d.n, rank).ok_or_else(|| {
-            Error::Numerical(format!("the small SVD of matrix {i} did not converge"))
-        })?;
-        smalls.push(svd);
+    let count = ws.len();
+    let wanted: Vec<Tensor> = bs.into_iter().chain(qts).chain(flags).collect();
+    let mut values = read(gpu, &wanted, stats).await?.into_iter();
+    let bs: Vec<Vec<f32>> = values.by_ref().take(count).collect();
+    let qts: Vec<Vec<f32>> = values.by_ref().take(count).collect();
+    let flags: Vec<Vec<f32>> = values.collect();
+    let mut ranges = Vec::with_capacity(count);
+    for (i, (b, qt)) in bs.into_iter().zip(qts).enumerate() {
+        let mut refused = false;
+        if let Some(flags) = flags.get(i) {
+            if let Some(slot) = flags.iter().position(|&f| f == flag::NOT_FINITE) {
+                return Err(non_finite(i, slot == 0));
+            }
+            refused = flags.contains(&flag::NOT_POSITIVE);
+        }
+        ranges.push(Range { qt, b, refused });
     }
+    Ok(ranges)
+}
 
-    // Uᵀ = Ũ_rᵀ Qᵀ (r×m); signs from U's largest entries (Uᵀ's rows), then Uᵀ recomputed with
-    // Ũ_r D and transposed into U (m×r).
-    let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-    let mut step = Step::new(gpu, "svd: Uᵀ = Ũᵀ Qᵀ");
-    let mut uts = Vec::with_capacity(ws.len());
-    for ((qt, (u_small, _, _)), d) in qts.iter().zip(&smalls).zip(&dims) {
-        let u_small = Tensor::from_slice(gpu, &[d.l, rank], &to_f32(u_small))?;
-        let ut = Tensor::uninit(gpu, &[rank, d.m])?;
-        gemm(&mut step, &first_t, &u_small, qt, &ut)?;
-        uts.push(ut);
-    }
-    submit(step, &mut stats)?;
-    let ut_values = read(gpu, &uts, &mut stats).await?;
+/// The error for a basis that held NaN or Inf: on the first orth() it can only come from W.
+fn non_finite(matrix: usize, first: bool) -> Error {
+    let what = if first {
+        "contains NaN or Inf, or values whose products overflow f32"
+    } else {
+        "overflowed f32 during power iteration"
+    };
+    Error::NonFinite(format!("svd_truncated: matrix {matrix} {what}"))
+}
 
-    let mut step = Step::new(gpu, "svd: U");
-    let mut out = Vec::with_capacity(ws.len());
-    for ((((qt, ut), (u_small, s, v_small)), ut_host), d) in
-        qts.iter().zip(&uts).zip(smalls).zip(&ut_values).zip(&dims)
-    {
-        let signs: Vec<f64> = ut_host
-            .chunks(d.m)
-            .map(|row| {
-                let biggest = row
-                    .iter()
-                    .fold(0.0f32, |a, &x| if x.abs() > a.abs() { x } else { a });
-                if biggest < 0.0 {
-                    -1.0
-                } else {
-                    1.0
+/// orth() of every Yᵀ (ℓ×rows) of a batch, returning Qᵀ.
+struct Orthonormaliser<'a> {
+    gpu: &'a Gpu,
+    on: Orth,
+    /// One flag tensor per matrix (on the device), a slot per CholeskyQR pass.
+    flags: &'a [Tensor],
+    slot: usize,
+}
+
+impl<'a> Orthonormaliser<'a> {
+    /// `passes` rounds of CholeskyQR (2: CholeskyQR2) recorded into `step`, or Householder on
+    /// the host (`step` is then submitted first and a fresh one returned).
+    async fn run(
+        &mut self,
+        mut step: Step<'a>,
+        mut yts: Vec<Tensor>,
+        passes: usize,
+        first: bool,
+        stats: &mut SvdStats,
+    ) -> Result<(Vec<Tensor>, Step<'a>)> {
+        match self.on {
+            Orth::OnDevice => {
+                for _ in 0..passes {
+                    for (yt, flags) in yts.iter_mut().zip(self.flags) {
+                        *yt = cholesky_qr(&mut step, yt, flags, self.slot)?;
+                    }
+                    self.slot += 1;
                 }
-            })
-            .collect();
-        let flip = |m: &[f64]| {
-            m.iter()
-                .enumerate()
-                .map(|(e, &x)| (x * signs[e % rank]) as f32)
-                .collect::<Vec<f32>>()
-        };
-        let u_small = Tensor::from_slice(gpu, &[d.l, rank], &flip(&u_small))?;
-        gemm(&mut step, &first_t, &u_small, qt, ut)?;
-        let u = transpose(&mut step, ut)?;
-        let v = Tensor::from_slice(gpu, &[d.n, rank], &flip(&v_small))?;
-        out.push(Svd {
-            u,
-            s: to_f32(&s),
-            v,
-        });
+                Ok((yts, step))
+            }
+            Orth::OnHost => {
+                submit(step, stats)?;
+                let values = read(self.gpu, &yts, stats).await?;
+                for (i, (yt, values)) in yts.iter_mut().zip(values).enumerate() {
+                    if values.iter().any(|v| !v.is_finite()) {
+                        return Err(non_finite(i, first));
+                    }
+                    let (l, rows) = (yt.shape()[0], yt.shape()[1]);
+                    let q = householder_q(&transpose_host(&values, l, rows), rows, l);
+                    *yt = Tensor::from_slice(self.gpu, &[l, rows], &transpose_host(&q, rows, l))?;
+                }
+                Ok((yts, Step::new(self.gpu, "svd: range finder")))
+            }
+        }
     }
-    submit(step, &mut stats)?;
-    Ok((out, stats))
+}
+
+/// One CholeskyQR pass on the GPU: G = Yᵀ(Yᵀ)ᵀ = L Lᵀ, Qᵀ = L⁻¹ Yᵀ.
+fn cholesky_qr(step: &mut Step, yt: &Tensor, flags: &Tensor, slot: usize) -> Result<Tensor> {
+    let (l, rows) = (yt.shape()[0], yt.shape()[1]);
+    let gram = Tensor::uninit(step.gpu, &[l, l])?;
+    gemm(step, &Gemm::default().trans_b(true), yt, yt, &gram)?;
+    let l_inv = cholesky_inverse(step, &gram, PIVOT_TOL, flags, slot)?;
+    let qt = Tensor::uninit(step.gpu, &[l, rows])?;
+    gemm(step, &Gemm::default(), &l_inv, yt, &qt)?;
+    Ok(qt)
+}
+
+/// The host's part: B = Ũ Σ Ṽᵀ in f64, U = Q Ũ_r (also in f64, from the Qᵀ read back), signs
+/// fixed so that each column of U has its largest-magnitude entry positive, then uploaded.
+fn factor(gpu: &Gpu, i: usize, range: &Range, d: &Dims, rank: usize) -> Result<Svd> {
+    let (u_small, s, v_small) = small_svd(&range.b, d.l, d.n, rank)
+        .ok_or_else(|| Error::Numerical(format!("the small SVD of matrix {i} did not converge")))?;
+    let mut u = vec![0.0f64; d.m * rank];
+    for (q_row, u_small_row) in range.qt.chunks(d.m).zip(u_small.chunks(rank)) {
+        for (&q, u_row) in q_row.iter().zip(u.chunks_mut(rank)) {
+            for (u, &x) in u_row.iter_mut().zip(u_small_row) {
+                *u += f64::from(q) * x;
+            }
+        }
+    }
+    let signs: Vec<f64> = (0..rank)
+        .map(|j| {
+            let biggest = (0..d.m).map(|row| u[row * rank + j]).fold(0.0f64, |a, x| {
+                if x.abs() > a.abs() {
+                    x
+                } else {
+                    a
+                }
+            });
+            if biggest < 0.0 {
+                -1.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let signed = |m: &[f64]| -> Vec<f32> {
+        m.iter()
+            .enumerate()
+            .map(|(e, &x)| (x * signs[e % rank]) as f32)
+            .collect()
+    };
+    Ok(Svd {
+        u: Tensor::from_slice(gpu, &[d.m, rank], &signed(&u))?,
+        s: s.iter().map(|&x| x as f32).collect(),
+        v: Tensor::from_slice(gpu, &[d.n, rank], &signed(&v_small))?,
+    })
+}
+
+fn refs(tensors: &[Tensor]) -> Vec<&Tensor> {
+    tensors.iter().collect()
 }
 
 /// Records out_i = op(A_i)·op(B_i) for every matrix into `step`, out_i of shape `shape(dims_i)`.
@@ -287,78 +402,6 @@ fn submit(step: Step, stats: &mut SvdStats) -> Result<()> {
 async fn read(gpu: &Gpu, tensors: &[Tensor], stats: &mut SvdStats) -> Result<Vec<Vec<f32>>> {
     stats.round_trips += 1;
     read_many(gpu, &tensors.iter().collect::<Vec<_>>()).await
-}
-
-/// orth() of every Yᵀ (ℓ×rows), returning Qᵀ: `passes` rounds of CholeskyQR (2: CholeskyQR2),
-/// Householder on the host where Cholesky fails. `step` holds the pending ops that produce the Yᵀs; the Gram products join it,
-/// so each pass costs one submit and one read. Returns the Qᵀs and a step holding the last
-/// R⁻ᵀ·Yᵀ products, still pending, for the caller's next products to join. On the first call a
-/// non-finite Gram can only come from NaN/Inf in W (or overflow), so it is reported as such.
-async fn orth<'g>(
-    gpu: &'g Gpu,
-    mut step: Step<'g>,
-    mut yts: Vec<Tensor>,
-    stats: &mut SvdStats,
-    first: bool,
-    passes: usize,
-) -> Result<(Vec<Tensor>, Step<'g>)> {
-    let mut done = vec![false; yts.len()];
-    for _pass in 0..passes {
-        let mut grams = Vec::with_capacity(yts.len());
-        for yt in &yts {
-            let l = yt.shape()[0];
-            let g = Tensor::uninit(gpu, &[l, l])?;
-            gemm(&mut step, &Gemm::default().trans_b(true), yt, yt, &g)?; // G = YᵀY
-            grams.push(g);
-        }
-        submit(step, stats)?;
-        let grams = read(gpu, &grams, stats).await?;
-
-        step = Step::new(gpu, "svd: R⁻ᵀ Yᵀ and what follows");
-        for (i, gram) in grams.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let (l, rows) = (yts[i].shape()[0], yts[i].shape()[1]);
-            if gram.iter().any(|v| !v.is_finite()) {
-                let what = if first {
-                    "contains NaN or Inf, or values whose products overflow f32"
-                } else {
-                    "overflowed f32 during power iteration"
-                };
-                return Err(Error::NonFinite(format!(
-                    "svd_truncated: matrix {i} {what}"
-                )));
-            }
-            match cholesky_r_inverse(gram, l) {
-                Some(r_inv) => {
-                    let r_inv = Tensor::from_slice(gpu, &[l, l], &r_inv)?;
-                    let qt = Tensor::uninit(gpu, &[l, rows])?;
-                    gemm(
-                        &mut step,
-                        &Gemm::default().trans_a(true),
-                        &r_inv,
-                        &yts[i],
-                        &qt,
-                    )?; // Qᵀ = R⁻ᵀ Yᵀ
-                    yts[i] = qt;
-                }
-                None => {
-                    // Rank-deficient or too ill-conditioned for an f32 Gram: orthonormalise on
-                    // the host, which is exact in either case (one extra round trip).
-                    stats.fallbacks += 1;
-                    let yt = read(gpu, std::slice::from_ref(&yts[i]), stats)
-                        .await?
-                        .pop()
-                        .unwrap_or_default();
-                    let q = householder_q(&transpose_host(&yt, l, rows), rows, l);
-                    yts[i] = Tensor::from_slice(gpu, &[l, rows], &transpose_host(&q, rows, l))?;
-                    done[i] = true;
-                }
-            }
-        }
-    }
-    Ok((yts, step))
 }
 
 /// Row-major (rows×cols) to (cols×rows).
