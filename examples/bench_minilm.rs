@@ -3,6 +3,7 @@
 //! the same device (issue 5's target: ≥ 50 %), dispatches and submits per step.
 //!
 //!     bash scripts/fetch-assets.sh && cargo run --release --example bench_minilm
+//!     cargo run --release --example bench_minilm -- --random   # random weights, same shape
 //!
 //! Token ids are random (the cost does not depend on them); every sequence is 64 real tokens.
 
@@ -60,7 +61,24 @@ fn step_flops(c: &BertConfig, r: usize) -> f64 {
     l * (2.0 * linear + attention + adapters)
 }
 
-fn main() -> spectune::Result<()> {
+/// all-MiniLM-L6-v2's shape, as its config.json gives it.
+const MINILM: BertConfig = BertConfig {
+    vocab_size: 30522,
+    hidden_size: 384,
+    num_hidden_layers: 6,
+    num_attention_heads: 12,
+    intermediate_size: 1536,
+    max_position_embeddings: 512,
+    type_vocab_size: 2,
+    layer_norm_eps: 1e-12,
+};
+
+/// The cached MiniLM, or with `--random` random weights of its shape (for a machine without
+/// the cache: the cost does not depend on the values).
+fn load_model(gpu: &Gpu) -> spectune::Result<(Bert, BertConfig)> {
+    if std::env::args().any(|a| a == "--random") {
+        return Ok((Bert::random(gpu, MINILM, 5)?, MINILM));
+    }
     let dir = std::env::var_os("SPECTUNE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -70,13 +88,20 @@ fn main() -> spectune::Result<()> {
     let weights =
         std::fs::read(dir.join("model.safetensors")).map_err(|e| spectune::Error::BadFile {
             what: "MiniLM weights",
-            detail: format!("{e}: run scripts/fetch-assets.sh"),
+            detail: format!("{e}: run scripts/fetch-assets.sh, or pass --random"),
         })?;
     let config = BertConfig::from_json(
         &std::fs::read_to_string(dir.join("config.json")).unwrap_or_default(),
     )?;
+    Ok((
+        Bert::from_safetensors(gpu, &read("MiniLM weights", &weights)?, config)?,
+        config,
+    ))
+}
+
+fn main() -> spectune::Result<()> {
     let gpu = block_on(Gpu::request())?;
-    let mut bert = Bert::from_safetensors(&gpu, &read("MiniLM weights", &weights)?, config)?;
+    let (mut bert, config) = load_model(&gpu)?;
     let r = 8;
     block_on(bert.add_adapter(
         &gpu,

@@ -2,6 +2,8 @@
 //!
 //! `--mode bench` (default): GPU memory of the base against the file, peak memory and time of
 //! training steps (spectral A, r = 8 on q and v of every layer), and generation speed.
+//! `--mode bench-random`: the same on random weights of SmolLM2's shape, for a machine without
+//! the cached file (time and memory do not depend on the values).
 //! `--mode style`: style tuning and fusion. Spectral A on band 0 tuned on Moby-Dick, another on
 //! band 1 tuned on State of the Union addresses, and two LoRAs the same way; perplexity on
 //! held-out text of each, for the base, each adapter alone, and the fusions (`sum`, `mean`,
@@ -24,7 +26,8 @@ use spectune::adapter::{Adapter, AdapterConfig, AdapterKind, Fusion};
 use spectune::io::bpe::BpeTokenizer;
 use spectune::io::gguf;
 use spectune::model::llama::generate::GenerateOptions;
-use spectune::model::llama::Llama;
+use spectune::model::llama::{Llama, LlamaConfig};
+use spectune::random::Rng;
 use spectune::train::{AdamW, Schedule, Trainer, TrainerConfig};
 use spectune::Gpu;
 
@@ -34,15 +37,71 @@ const MIB: f64 = 1024.0 * 1024.0;
 fn main() -> AnyResult<()> {
     let opts = Options::from_args();
     let gpu = block_on(Gpu::request())?;
-    eprintln!("GPU: {}", gpu.info().name);
+    eprintln!("GPU: {} ({})", gpu.info().name, gpu.info().backend);
+    let mode = opts.get("mode", "bench");
+    if mode == "bench-random" {
+        // Same shapes and formats as the file, random values: for machines without the cache
+        // (time and memory do not depend on the values).
+        let start = Instant::now();
+        let model = Llama::random(&gpu, SMOLLM2_135M, 7)?;
+        let load_s = start.elapsed().as_secs_f64();
+        let mut rng = Rng::new(3);
+        let mut random_ids =
+            |n: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % 49152) as u32).collect() };
+        let (batch, seq) = batch_and_seq(&opts)?;
+        let steps = opts.num("steps", "3")? as usize;
+        let examples = (0..batch * steps).map(|_| random_ids(seq + 1)).collect();
+        let prompt = random_ids(5);
+        bench(&gpu, model, None, load_s, examples, prompt, &opts)?;
+        return Ok(());
+    }
     let bytes = read_cached(cache_dir().join(GGUF))?;
     let file = gguf::read("SmolLM2 GGUF", &bytes)?;
     let tokenizer = BpeTokenizer::from_gguf(&file)?;
-    match opts.get("mode", "bench").as_str() {
-        "bench" => bench(&gpu, &bytes, &tokenizer, &opts),
+    match mode.as_str() {
+        "bench" => {
+            let start = Instant::now();
+            let model = Llama::load(&gpu, &bytes)?;
+            let load_s = start.elapsed().as_secs_f64();
+            let (batch, seq) = batch_and_seq(&opts)?;
+            let steps = opts.num("steps", "3")? as usize;
+            let examples = chunks(&tokenizer, &moby_dick(|c| c <= 10)?, seq, batch * steps)?;
+            let prompt = tokenizer.encode("The capital of France is", false)?;
+            let out = bench(
+                &gpu,
+                model,
+                Some(bytes.len()),
+                load_s,
+                examples,
+                prompt,
+                &opts,
+            )?;
+            eprintln!("generated: {:?}", tokenizer.decode(&out)?);
+            Ok(())
+        }
         "style" => style(&gpu, &bytes, &tokenizer, &opts),
-        other => Err(format!("--mode {other}: expected bench or style").into()),
+        other => Err(format!("--mode {other}: expected bench, bench-random or style").into()),
     }
+}
+
+/// SmolLM2-135M's shape, as its GGUF metadata gives it.
+const SMOLLM2_135M: LlamaConfig = LlamaConfig {
+    vocab_size: 49152,
+    hidden_size: 576,
+    layers: 30,
+    heads: 9,
+    kv_heads: 3,
+    intermediate_size: 1536,
+    rms_eps: 1e-5,
+    rope_theta: 100_000.0,
+    context_length: 8192,
+};
+
+fn batch_and_seq(opts: &Options) -> AnyResult<(usize, usize)> {
+    Ok((
+        opts.num("batch", "4")? as usize,
+        opts.num("seq", "128")? as usize,
+    ))
 }
 
 /// Spectral A, r = 8, on q and v of every layer, on `band`.
@@ -123,30 +182,42 @@ fn trainer_config(opts: &Options, steps: usize, examples: usize) -> AnyResult<Tr
     })
 }
 
-fn bench(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> AnyResult<()> {
-    let (batch, seq) = (
-        opts.num("batch", "4")? as usize,
-        opts.num("seq", "128")? as usize,
-    );
-    let steps = opts.num("steps", "3")? as usize;
-    gpu.reset_peak_memory();
-    let start = Instant::now();
-    let mut model = Llama::load(gpu, bytes)?;
-    let load_s = start.elapsed().as_secs_f64();
+/// Memory of the base, training steps and generation, as a table; returns the generated ids.
+fn bench(
+    gpu: &Gpu,
+    mut model: Llama,
+    file_bytes: Option<usize>,
+    load_s: f64,
+    examples: Vec<Vec<u32>>,
+    prompt: Vec<u32>,
+    opts: &Options,
+) -> AnyResult<Vec<u32>> {
+    let (batch, seq) = batch_and_seq(opts)?;
+    let steps = examples.len().div_ceil(batch);
     let (held, _) = gpu.memory();
     println!("| measure | value |\n|---|---:|");
-    println!("| GGUF file | {:.1} MiB |", bytes.len() as f64 / MIB);
-    println!(
-        "| base on the GPU (weights {:.1} MiB) | {:.1} MiB ({:.3}× the file) |",
-        model.base_gpu_bytes() as f64 / MIB,
-        held as f64 / MIB,
-        held as f64 / bytes.len() as f64
-    );
-    println!("| load (parse, upload) | {load_s:.2} s |");
+    let base = model.base_gpu_bytes() as f64 / MIB;
+    match file_bytes {
+        Some(file) => {
+            println!("| GGUF file | {:.1} MiB |", file as f64 / MIB);
+            println!(
+                "| base on the GPU (weights {base:.1} MiB) | {:.1} MiB ({:.3}× the file) |",
+                held as f64 / MIB,
+                held as f64 / file as f64
+            );
+            println!("| load (parse, upload) | {load_s:.2} s |");
+        }
+        None => {
+            println!(
+                "| base on the GPU (random weights, weights {base:.1} MiB) | {:.1} MiB |",
+                held as f64 / MIB
+            );
+            println!("| generate and upload random weights | {load_s:.2} s |");
+        }
+    }
 
     let adapter = block_on(model.add_adapter(gpu, spectral(0), &["attn_q", "attn_v"]))?;
     let params = adapter.trainable_count();
-    let examples = chunks(tokenizer, &moby_dick(|c| c <= 10)?, seq, batch * steps)?;
     let mut trainer = Trainer::new(gpu, &model, trainer_config(opts, steps, examples.len())?)?;
     gpu.reset_peak_memory();
     let mut times = Vec::new();
@@ -180,7 +251,6 @@ fn bench(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> A
         peak as f64 / MIB
     );
 
-    let prompt = tokenizer.encode("The capital of France is", false)?;
     let new_tokens = opts.num("generate", "32")? as usize;
     let start = Instant::now();
     let mut first = None;
@@ -201,8 +271,7 @@ fn bench(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> A
         out.len() - 1,
         (out.len() - 1) as f64 / (total - first)
     );
-    eprintln!("generated: {:?}", tokenizer.decode(&out)?);
-    Ok(())
+    Ok(out)
 }
 
 /// Perplexity exp(mean next-token loss) of `model` on `data`.
