@@ -229,8 +229,8 @@ impl JsGpu {
         .unchecked_into()
     }
 
-    /// Truncated SVDs of many matrices (a whole model's layers) in one batched pass with a
-    /// fixed number of GPU round trips; resolves to one `{u, s, v}` per matrix.
+    /// Truncated SVDs of many matrices (a whole model's layers) in one batched pass: one submit
+    /// and one GPU round trip; resolves to one `{u, s, v}` per matrix.
     /// The tensors stay usable afterwards.
     #[wasm_bindgen(js_name = svdBatch)]
     pub fn svd_batch(
