@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::adapter::{Adapter, AdapterConfig, LayerAdapter};
+use crate::adapter::{Adapter, AdapterConfig, Fusion, LayerAdapter};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
 use crate::io::safetensors::{write_f32, NamedTensor, SafetensorsFile};
@@ -17,7 +17,7 @@ use crate::model::layers::{
     layer_norm_backward, layer_norm_forward, mean_pool_backward, mean_pool_forward,
     EmbeddingTables,
 };
-use crate::model::linear::{adapt, Linear, LinearSaved};
+use crate::model::linear::{self, adapt, Linear, LinearSaved};
 use crate::random::Rng;
 
 /// The sizes of a BERT model (Hugging Face `config.json` names).
@@ -100,6 +100,17 @@ impl BertLayer {
             &self.attention_output,
             &self.intermediate,
             &self.output,
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 6] {
+        [
+            &mut self.query,
+            &mut self.key,
+            &mut self.value,
+            &mut self.attention_output,
+            &mut self.intermediate,
+            &mut self.output,
         ]
     }
 }
@@ -293,6 +304,29 @@ impl Bert {
     /// The adapter, if one was added.
     pub fn adapter(&self) -> Option<&Adapter> {
         self.adapter.as_ref()
+    }
+
+    /// Puts a built or loaded adapter on the encoder (its targets must be this encoder's);
+    /// returns the one it replaces.
+    pub fn set_adapter(&mut self, adapter: Option<Adapter>) -> Option<Adapter> {
+        std::mem::replace(&mut self.adapter, adapter)
+    }
+
+    /// Loads an adapter file saved from this encoder (or one with the same base) and puts it
+    /// on; returns the adapter it replaces.
+    pub async fn load_adapter(&mut self, gpu: &Gpu, bytes: &[u8]) -> Result<Option<Adapter>> {
+        let adapter = linear::load_adapter(gpu, bytes, self.linears()).await?;
+        Ok(self.set_adapter(Some(adapter)))
+    }
+
+    /// Merges adapters into the weights: every layer any of them adapts becomes the dense
+    /// W + Σ_k w_k ΔW_k (`Sum` and `Mean` need disjoint bands), and the encoder's own adapter is
+    /// dropped. [`Bert::merged_safetensors`] then saves the fused encoder.
+    pub fn merge_adapters(&mut self, gpu: &Gpu, adapters: &[&Adapter], how: &Fusion) -> Result<()> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        linear::merge_adapters(gpu, layers, adapters, how)?;
+        self.adapter = None;
+        Ok(())
     }
 
     fn adapted(&self, name: &str) -> Option<&LayerAdapter> {

@@ -2,7 +2,9 @@
 //! (`<name>.weight`, `<name>.bias`), which an adapter may take over.
 
 use crate::adapter::kernels::add_bias;
-use crate::adapter::{Adapter, AdapterConfig, BaseWeight, Frozen, LayerAdapter, Saved};
+use crate::adapter::{
+    fuse, Adapter, AdapterConfig, BaseWeight, Frozen, Fusion, LayerAdapter, Saved,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
 use crate::linalg::Gemm;
@@ -153,6 +155,45 @@ pub async fn adapt<'a>(
         )));
     }
     Adapter::new(gpu, config, &chosen).await
+}
+
+/// Loads an adapter file onto the layers it names (see [`Adapter::load`]): a name this model
+/// lacks, another shape or other base weights are named errors.
+pub async fn load_adapter<'a>(
+    gpu: &Gpu,
+    bytes: &[u8],
+    layers: impl Iterator<Item = &'a Linear>,
+) -> Result<Adapter> {
+    let targets: Vec<(&str, BaseWeight)> = layers
+        .map(|l| (l.name.as_str(), BaseWeight::from(&l.weight)))
+        .collect();
+    Adapter::load(gpu, bytes, &targets).await
+}
+
+/// Merges `adapters` into the layers they adapt: each such layer's weight becomes the dense
+/// W + Σ_k w_k ΔW_k (see [`fuse`]: `Sum` and `Mean` need disjoint bands). One submit.
+pub fn merge_adapters<'a>(
+    gpu: &Gpu,
+    layers: impl Iterator<Item = &'a mut Linear>,
+    adapters: &[&Adapter],
+    how: &Fusion,
+) -> Result<()> {
+    let mut step = Step::new(gpu, "merge adapters");
+    let mut merged = Vec::new();
+    for lin in layers {
+        let parts: Vec<&LayerAdapter> = adapters.iter().filter_map(|a| a.find(&lin.name)).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let base = lin.weight.to_dense(&mut step)?;
+        let w = fuse(&mut step, &base, &parts, how)?;
+        merged.push((lin, w));
+    }
+    step.submit()?;
+    for (lin, w) in merged {
+        lin.weight = Frozen::Dense(w);
+    }
+    Ok(())
 }
 
 /// Whether layer `name` matches a target `pattern`: `*`, the exact name, or a dot-separated

@@ -7,7 +7,7 @@
 
 pub mod generate;
 
-use crate::adapter::{fuse, Adapter, AdapterConfig, Frozen, Fusion, LayerAdapter};
+use crate::adapter::{Adapter, AdapterConfig, Fusion, LayerAdapter};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Step, Tensor};
 use crate::io::gguf::{GgmlType, GgufFile};
@@ -17,7 +17,7 @@ use crate::model::layers::{
     rms_norm_forward, rope_backward, rope_forward, swiglu_backward, swiglu_forward,
     unpermute_qk_rows, upload_ids, AttentionConfig, RopeTable, MAX_HEAD_DIM,
 };
-use crate::model::linear::{adapt, Linear, LinearSaved};
+use crate::model::linear::{self, adapt, Linear, LinearSaved};
 use crate::random::Rng;
 use crate::train::{Params, Trainable};
 
@@ -135,6 +135,18 @@ impl LlamaLayer {
     fn linears(&self) -> [&Linear; 7] {
         [
             &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
         ]
     }
 }
@@ -350,37 +362,17 @@ impl Llama {
     /// bands), and the model's own adapter is dropped. What a fused model is evaluated or saved
     /// as; reload the GGUF to undo it.
     pub fn merge_adapters(&mut self, gpu: &Gpu, adapters: &[&Adapter], how: &Fusion) -> Result<()> {
-        let mut step = Step::new(gpu, "llama: merge adapters");
-        let mut merged = Vec::new();
-        for (l, layer) in self.layers.iter().enumerate() {
-            for (i, lin) in layer.linears().iter().enumerate() {
-                let layers: Vec<&LayerAdapter> =
-                    adapters.iter().filter_map(|a| a.find(&lin.name)).collect();
-                if layers.is_empty() {
-                    continue;
-                }
-                let base = lin.weight.to_dense(&mut step)?;
-                merged.push((l, i, fuse(&mut step, &base, &layers, how)?));
-            }
-        }
-        step.submit()?;
-        for (l, i, w) in merged {
-            let layer = &mut self.layers[l];
-            let lin = [
-                &mut layer.q,
-                &mut layer.k,
-                &mut layer.v,
-                &mut layer.o,
-                &mut layer.gate,
-                &mut layer.up,
-                &mut layer.down,
-            ];
-            if let Some(lin) = lin.into_iter().nth(i) {
-                lin.weight = Frozen::Dense(w);
-            }
-        }
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        linear::merge_adapters(gpu, layers, adapters, how)?;
         self.adapter = None;
         Ok(())
+    }
+
+    /// Loads an adapter file saved from this model (or one with the same base) and puts it on;
+    /// returns the adapter it replaces.
+    pub async fn load_adapter(&mut self, gpu: &Gpu, bytes: &[u8]) -> Result<Option<Adapter>> {
+        let adapter = linear::load_adapter(gpu, bytes, self.linears()).await?;
+        Ok(self.set_adapter(Some(adapter)))
     }
 
     fn adapted(&self, name: &str) -> Option<&LayerAdapter> {
