@@ -114,6 +114,15 @@ impl Trainer {
         Ok(Trainer { config, optimizers })
     }
 
+    /// Changes the optimizer settings (learning rate, schedule…) for the steps to come; the
+    /// moments and the step count are kept.
+    pub fn set_optimizer(&mut self, optimizer: AdamW) {
+        self.config.optimizer = optimizer;
+        for opt in &mut self.optimizers {
+            opt.config = optimizer;
+        }
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> u64 {
         self.optimizers.first().map_or(0, Optimizer::steps)

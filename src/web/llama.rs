@@ -2,6 +2,9 @@
 //! with an adapter, one-step training and streamed generation. Token ids in and out; the
 //! tokenizer stays on the Rust side for now (see the README on its download size).
 
+// A call holds the model for its whole duration on purpose: a second call made meanwhile gets a
+// "busy" error from try_borrow, never a panic or an interleaving.
+#![allow(clippy::await_holding_refcell_ref)]
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -192,7 +195,10 @@ impl JsLanguageModel {
                 state.trainer = Some(Trainer::new(&gpu, &state.model, config).map_err(js_error)?);
             }
             let trainer = state.trainer.as_mut().ok_or_else(busy)?;
-            trainer.config.optimizer.lr = lr;
+            trainer.set_optimizer(AdamW {
+                lr,
+                ..trainer.config.optimizer
+            });
             let refs: Vec<&Vec<u32>> = sequences.iter().collect();
             let loss = trainer.step(&gpu, &state.model, &refs).map_err(js_error)?;
             let loss = loss.to_vec(&gpu).await.map_err(js_error)?;
