@@ -269,3 +269,242 @@ async fn js_api_language_model_trains_and_generates() {
     assert_eq!(out.len(), 5);
     assert_eq!(*seen.borrow(), out);
 }
+
+/// The JS `Model` and `Trainer` on a generated two-layer BERT and a small WordPiece vocabulary
+/// (no downloaded assets): bad bytes and missing options are errors; training through `fit`
+/// reports progress and lowers the loss; an AbortSignal cancels between steps; an adapter
+/// file loads back to the same predictions; two adapters on disjoint bands fuse; the merged
+/// model saves, with its head, and loads back; the PEFT export is made; a Trainer made for an
+/// earlier adapter refuses.
+#[wasm_bindgen_test]
+async fn js_api_model_trains_saves_fuses_and_exports() {
+    use spectune::model::bert::{Bert, BertConfig};
+    use spectune::web::{JsModel, JsTrainer};
+    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    use wasm_bindgen_futures::JsFuture;
+    let Some(native) = gpu().await else { return };
+    let object = |pairs: &[(&str, JsValue)]| {
+        let o = js_sys::Object::new();
+        for (k, v) in pairs {
+            js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
+        }
+        JsValue::from(o)
+    };
+    let message = |e: JsValue| js_sys::Error::from(e).message().as_string().unwrap();
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
+
+    // The model files a user would have: weights, config.json and tokenizer.json.
+    const WORDS: [&str; 10] = [
+        "the", "movie", "was", "very", "great", "good", "fun", "awful", "bad", "boring",
+    ];
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
+    let vocab: Vec<String> = specials
+        .iter()
+        .chain(&WORDS)
+        .enumerate()
+        .map(|(i, w)| format!("\"{w}\": {i}"))
+        .collect();
+    let added: Vec<String> = specials
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                r#"{{"id": {i}, "content": "{w}", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}}"#
+            )
+        })
+        .collect();
+    let tokenizer = format!(
+        r###"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [{}],
+        "normalizer": {{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}},
+        "pre_tokenizer": {{"type": "BertPreTokenizer"}},
+        "post_processor": {{"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}},
+        "decoder": null,
+        "model": {{"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": {{{}}}}}}}"###,
+        added.join(", "),
+        vocab.join(", ")
+    );
+    let config = BertConfig {
+        vocab_size: 4 + WORDS.len(),
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 64,
+        max_position_embeddings: 32,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+    };
+    let config_json = format!(
+        r#"{{"vocab_size": {}, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64, "max_position_embeddings": 32, "type_vocab_size": 2, "layer_norm_eps": 1e-12}}"#,
+        config.vocab_size
+    );
+    let weights = Bert::random(&native, config, 7)
+        .unwrap()
+        .merged_safetensors(&native)
+        .await
+        .unwrap();
+    let options = || {
+        object(&[
+            ("config", config_json.as_str().into()),
+            ("tokenizer", tokenizer.as_str().into()),
+            ("seed", 1.into()),
+        ])
+    };
+    let native = std::rc::Rc::new(native);
+    let load = |bytes: &[u8], options: JsValue| {
+        let (gpu, bytes) = (native.clone(), bytes.to_vec());
+        async move { JsModel::open(gpu, &bytes, &options).await }
+    };
+
+    // Bad input: named errors.
+    let err = load(b"not a model", options()).await.err().expect("bad bytes");
+    assert!(message(err).contains("BERT weights"));
+    let err = load(&weights, object(&[])).await.err().expect("no config");
+    assert!(message(err).contains("options.config"), "config missing");
+    let model = load(&weights, options()).await.unwrap();
+    assert_eq!(model.arch().unwrap(), "bert");
+    assert!(JsValue::from(model.adapter().unwrap()).is_null());
+    assert!(
+        message(JsTrainer::new(&model, None).err().expect("no adapter yet"))
+            .contains("add an adapter")
+    );
+
+    let adapter = |band: u32| {
+        let targets = js_sys::Array::of2(&"query".into(), &"value".into());
+        object(&[
+            ("kind", "spectral-additive".into()),
+            ("rank", 2.into()),
+            ("band", band.into()),
+            ("targets", targets.into()),
+        ])
+    };
+    let summary = JsFuture::from(model.add_adapter(adapter(0).unchecked_into()))
+        .await
+        .unwrap();
+    assert_eq!(get(&summary, "layers").as_f64(), Some(4.0));
+    assert_eq!(
+        get(&summary, "trainable").as_f64(),
+        Some(4.0 * 2.0 * (32.0 + 32.0))
+    );
+
+    let examples = js_sys::Array::new();
+    for (text, label) in [
+        ("the movie was great", 1),
+        ("very good fun", 1),
+        ("great great movie", 1),
+        ("good movie", 1),
+        ("the movie was awful", 0),
+        ("very bad", 0),
+        ("boring bad movie", 0),
+        ("awful", 0),
+    ] {
+        examples.push(&object(&[("text", text.into()), ("label", label.into())]));
+    }
+    let examples = JsValue::from(examples);
+    let evaluate =
+        |model: &JsModel| JsFuture::from(model.evaluate(examples.clone().unchecked_into()));
+    let before = evaluate(&model).await.unwrap();
+    let loss_before = get(&before, "loss").as_f64().unwrap();
+
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    let on_progress = Closure::<dyn FnMut(JsValue)>::new(move |p: JsValue| {
+        let loss = js_sys::Reflect::get(&p, &"loss".into()).unwrap();
+        sink.borrow_mut().push(loss.as_f64().unwrap());
+    });
+    let trainer_options = object(&[
+        ("lr", 0.02.into()),
+        ("batchSize", 4.into()),
+        ("epochs", 6.into()),
+        ("onProgress", on_progress.as_ref().clone()),
+    ]);
+    let trainer = JsTrainer::new(&model, Some(trainer_options.unchecked_into())).unwrap();
+    let report = JsFuture::from(trainer.fit(examples.clone().unchecked_into(), None))
+        .await
+        .unwrap();
+    assert_eq!(get(&report, "steps").as_f64(), Some(12.0));
+    assert_eq!(get(&report, "cancelled").as_bool(), Some(false));
+    assert_eq!(seen.borrow().len(), 12, "one progress call per step");
+    let after = evaluate(&model).await.unwrap();
+    let loss_after = get(&after, "loss").as_f64().unwrap();
+    assert!(loss_after < loss_before, "{loss_before} → {loss_after}");
+
+    // An AbortSignal stops between steps.
+    let controller = js_sys::eval("new AbortController()").unwrap();
+    let abort = js_sys::Function::from(get(&controller, "abort"));
+    abort.call0(&controller).unwrap();
+    let fit_options = object(&[("signal", get(&controller, "signal"))]);
+    let report = JsFuture::from(trainer.fit(
+        examples.clone().unchecked_into(),
+        Some(fit_options.unchecked_into()),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(get(&report, "cancelled").as_bool(), Some(true));
+    assert_eq!(get(&report, "steps").as_f64(), Some(0.0));
+
+    // The adapter file gives back the same predictions, head included.
+    let texts = vec!["good fun movie".to_string(), "awful boring".to_string()];
+    let predict = |model: &JsModel| {
+        let model_predict = JsFuture::from(model.predict(texts.clone()));
+        async move {
+            let out = js_sys::Array::from(&model_predict.await.unwrap());
+            out.iter()
+                .flat_map(|p| js_sys::Float32Array::from(p).to_vec())
+                .collect::<Vec<f32>>()
+        }
+    };
+    let trained = predict(&model).await;
+    assert!((trained[0] + trained[1] - 1.0).abs() < 1e-5, "{trained:?}");
+    let file_a = js_sys::Uint8Array::from(JsFuture::from(model.save_adapter()).await.unwrap());
+    let peft = JsFuture::from(model.export_peft()).await.unwrap();
+    assert!(get(&peft, "config").as_string().unwrap().contains("\"r\""));
+    assert!(js_sys::Uint8Array::from(get(&peft, "weights")).length() > 0);
+
+    JsFuture::from(model.add_adapter(adapter(1).unchecked_into()))
+        .await
+        .unwrap();
+    let stale = JsFuture::from(trainer.fit(examples.clone().unchecked_into(), None))
+        .await
+        .unwrap_err();
+    assert!(message(stale).contains("adapter changed"));
+    let trainer_b = JsTrainer::new(
+        &model,
+        Some(object(&[("lr", 0.02.into()), ("batchSize", 4.into())]).unchecked_into()),
+    )
+    .unwrap();
+    JsFuture::from(trainer_b.fit(examples.clone().unchecked_into(), None))
+        .await
+        .unwrap();
+    let file_b = js_sys::Uint8Array::from(JsFuture::from(model.save_adapter()).await.unwrap());
+
+    JsFuture::from(model.load_adapter(file_a.clone()))
+        .await
+        .unwrap();
+    let reloaded = predict(&model).await;
+    for (a, b) in trained.iter().zip(&reloaded) {
+        assert!((a - b).abs() < 1e-5, "{trained:?} vs {reloaded:?}");
+    }
+    let err = JsFuture::from(model.load_adapter(js_sys::Uint8Array::from(&b"junk"[..])))
+        .await
+        .unwrap_err();
+    assert!(!message(err).is_empty());
+
+    // Two adapters on disjoint bands fuse into the weights; the merged model saves and loads.
+    JsFuture::from(model.fuse(vec![file_a, file_b], "mean".into()))
+        .await
+        .unwrap();
+    assert!(JsValue::from(model.adapter().unwrap()).is_null());
+    let fused = predict(&model).await;
+    let merged = js_sys::Uint8Array::from(JsFuture::from(model.save()).await.unwrap()).to_vec();
+    let file = spectune::io::safetensors::read("merged", &merged).unwrap();
+    assert!(file.get("classifier.weight").is_some() && file.get("classifier.bias").is_some());
+    let again = load(&merged, options()).await.unwrap();
+    let reloaded = predict(&again).await;
+    for (a, b) in fused.iter().zip(&reloaded) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "fused {fused:?} vs saved and loaded {reloaded:?}"
+        );
+    }
+    assert!((fused[0] + fused[1] - 1.0).abs() < 1e-5, "{fused:?}");
+}

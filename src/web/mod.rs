@@ -3,8 +3,10 @@
 //! console instead of an opaque `unreachable`.
 
 mod llama;
+mod model;
 
 pub use llama::JsLanguageModel;
+pub use model::{JsModel, JsTrainer};
 
 use std::rc::Rc;
 
