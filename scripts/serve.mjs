@@ -42,7 +42,7 @@ function send(res, status, body, headers = {}) {
   res.end(body);
 }
 
-async function handle(req, res) {
+async function handle(req, res, base) {
   if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, "method not allowed\n");
   let pathname;
   try {
@@ -50,10 +50,10 @@ async function handle(req, res) {
   } catch {
     return send(res, 400, "bad request\n");
   }
-  if (pathname === "/") return send(res, 302, "", { location: "/www/" });
+  if (pathname === "/" && base === ROOT) return send(res, 302, "", { location: "/www/" });
 
   // Resolve inside the root only: a path like /../../etc/passwd must not escape it.
-  const [root, rest] = pathname.startsWith("/models/") ? [MODELS, pathname.slice("/models".length)] : [ROOT, pathname];
+  const [root, rest] = pathname.startsWith("/models/") ? [MODELS, pathname.slice("/models".length)] : [base, pathname];
   const file = path.join(root, path.normalize(rest));
   if (file !== root && !file.startsWith(root + path.sep)) return send(res, 403, "forbidden\n");
 
@@ -88,12 +88,14 @@ async function handle(req, res) {
 }
 
 /**
- * Starts the server on `port` (0 picks a free one) on 127.0.0.1.
+ * Starts the server on `port` (0 picks a free one) on 127.0.0.1, serving `root` (default: the
+ * repository) and the model cache under /models/.
  * @returns {Promise<{url: string, close: () => Promise<void>}>} url ends with "/".
  */
-export function startServer(port = 0) {
+export function startServer(port = 0, { root = ROOT } = {}) {
+  const base = path.resolve(root);
   const server = http.createServer((req, res) => {
-    handle(req, res).catch((err) => {
+    handle(req, res, base).catch((err) => {
       if (!res.headersSent) send(res, 500, `${err}\n`);
       else res.destroy();
     });
