@@ -508,3 +508,27 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     }
     assert!((fused[0] + fused[1] - 1.0).abs() < 1e-5, "{fused:?}");
 }
+
+/// A browser without WebGPU: `Gpu.request()` rejects with an Error that says so (simulated by
+/// hiding `navigator.gpu` for the duration of the call, then putting it back).
+#[wasm_bindgen_test]
+async fn missing_webgpu_is_a_clear_error() {
+    use spectune::web::JsGpu;
+    use wasm_bindgen::JsValue;
+    let prototype = js_sys::eval("Object.getPrototypeOf(navigator)").unwrap();
+    let key = JsValue::from_str("gpu");
+    let descriptor = js_sys::Reflect::get_own_property_descriptor(&prototype.clone().into(), &key)
+        .unwrap();
+    if descriptor.is_undefined() {
+        return; // this browser has no WebGPU to hide
+    }
+    js_sys::Reflect::delete_property(&prototype.clone().into(), &key).unwrap();
+    let result = JsGpu::request().await;
+    js_sys::Reflect::define_property(&prototype.into(), &key, &descriptor.into()).unwrap();
+    let message = js_sys::Error::from(result.err().expect("no WebGPU, no Gpu"))
+        .message()
+        .as_string()
+        .unwrap();
+    assert!(message.contains("WebGPU"), "{message}");
+    assert!(JsGpu::request().await.is_ok(), "navigator.gpu is back");
+}
