@@ -80,6 +80,7 @@ fn main() -> AnyResult<()> {
         seed,
         log_every: 5,
         group_by_length: true,
+        ..TrainerConfig::default()
     };
     let mut trainer = Trainer::new(&gpu, &model, config)?;
     let bar = ProgressBar::new((train.len().div_ceil(batch) * epochs) as u64);

@@ -144,6 +144,7 @@ fn main() -> AnyResult<()> {
             seed,
             log_every: 100,
             group_by_length: false,
+            max_bad_steps: 5,
         };
         let start = Instant::now();
         let mut trainer = Trainer::new(&gpu, &frozen.head, head_config)?;
@@ -183,6 +184,7 @@ fn main() -> AnyResult<()> {
                 seed,
                 log_every: 25,
                 group_by_length: true,
+                max_bad_steps: 5,
             };
             let mut trainer = Trainer::new(&gpu, &model, config)?;
             let start = Instant::now();

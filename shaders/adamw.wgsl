@@ -5,6 +5,7 @@
 //   p ← p − lr·wd·p                                 (decoupled decay, first decay_len values)
 //   m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²
 //   p ← p − lr · (m / bc1) / (√(v / bc2) + ε)      bc1 = 1 − β₁ᵗ, bc2 = 1 − β₂ᵗ
+// A step whose loss or ‖g‖² is not finite changes nothing: values and moments stay as they were.
 
 struct Params {
     n: u32,
@@ -27,11 +28,20 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;      // (n) first moment
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;      // (n) second moment
 @group(0) @binding(5) var<storage, read> grad_norm_sq: array<f32>; // (1) Σ g²
+@group(0) @binding(6) var<storage, read> loss: array<f32>;         // (1) the step's loss
+
+// On the bits: compilers may assume floats are finite and fold `x == x` away.
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
 
 const WG: u32 = 256u;
 
 @compute @workgroup_size(WG, 1, 1)
 fn adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    if (!(is_finite(loss[0]) && is_finite(grad_norm_sq[0]))) {
+        return;
+    }
     var clip = 1.0;
     if (p.max_norm > 0.0) {
         clip = min(1.0, p.max_norm / (sqrt(grad_norm_sq[0]) + 1e-6));

@@ -191,6 +191,7 @@ fn embeddings_do_not_depend_on_padding_and_the_head_alone_reproduces_the_classif
         seed: 2,
         log_every: 50,
         group_by_length: false,
+        max_bad_steps: 5,
     };
     let mut trainer = Trainer::new(gpu, &model.head, config).unwrap();
     let first = block_on(trainer.evaluate(gpu, &model.head, &batched)).unwrap();
@@ -221,6 +222,7 @@ fn length_grouped_training_lowers_the_loss() {
         seed: 3,
         log_every: 10,
         group_by_length: true,
+        max_bad_steps: 5,
     };
     let mut trainer = Trainer::new(gpu, &model, config).unwrap();
     let first = block_on(trainer.evaluate(gpu, &model, &data)).unwrap();

@@ -106,6 +106,7 @@ fn config(epochs: usize) -> TrainerConfig {
         seed: 5,
         log_every: 2,
         group_by_length: false,
+        max_bad_steps: 5,
     }
 }
 
@@ -195,4 +196,86 @@ fn a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one() {
         c.restore(gpu, &model_c, &adapter_file),
         Err(Error::BadFile { .. })
     ));
+}
+
+/// The trainable values and both moments (in name order), from a checkpoint (its step count
+/// left out).
+fn state(gpu: &Gpu, trainer: &Trainer, model: &Regression) -> Vec<Vec<f32>> {
+    let bytes = block_on(trainer.checkpoint(gpu, model)).unwrap();
+    let mut file = spectune::io::safetensors::read("checkpoint", &bytes).unwrap();
+    file.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    file.tensors.into_iter().map(|t| t.values).collect()
+}
+
+/// The NaN guard: a step whose loss is not finite (an input with NaN) leaves the values and the
+/// optimizer's moments exactly as they were, bit for bit; `fit` skips such steps and reports
+/// them, and stops with a named error after `max_bad_steps` of them in a row.
+#[test]
+fn non_finite_steps_are_skipped_and_too_many_stop_training() {
+    let Some(gpu) = gpu() else { return };
+    let (model, examples) = setup(gpu);
+    let poisoned = || Example {
+        x: vec![f32::NAN; N],
+        y: vec![0.0; M],
+    };
+    let mut config = config(1);
+    config.batch_size = 1;
+    config.log_every = 1;
+    config.max_bad_steps = 3;
+    let mut trainer = Trainer::new(gpu, &model, config).unwrap();
+    // A good step first, so that the moments are not zero.
+    let loss = trainer.step(gpu, &model, &[&examples[0]]).unwrap();
+    assert!(block_on(loss.to_vec(gpu)).unwrap()[0].is_finite());
+    let before = state(gpu, &trainer, &model);
+    let bad = poisoned();
+    let loss = trainer.step(gpu, &model, &[&bad]).unwrap();
+    assert!(block_on(loss.to_vec(gpu)).unwrap()[0].is_nan());
+    assert_eq!(
+        state(gpu, &trainer, &model),
+        before,
+        "a NaN step changed nothing"
+    );
+    let bits = |s: &[Vec<f32>]| -> Vec<u32> { s.iter().flatten().map(|v| v.to_bits()).collect() };
+    assert_eq!(bits(&state(gpu, &trainer, &model)), bits(&before));
+
+    // Six good examples and two poisoned ones, one per step: two skipped, training goes on.
+    let mut mixed: Vec<Example> = examples[..6]
+        .iter()
+        .map(|e| Example {
+            x: e.x.clone(),
+            y: e.y.clone(),
+        })
+        .collect();
+    mixed.insert(2, poisoned());
+    mixed.insert(5, poisoned());
+    let mut trainer = Trainer::new(gpu, &model, config).unwrap();
+    let mut flagged = 0;
+    let report = block_on(trainer.fit(gpu, &model, &mixed, |p| {
+        flagged += usize::from(p.skipped);
+        ControlFlow::Continue(())
+    }))
+    .unwrap();
+    assert_eq!(
+        (report.steps, report.skipped, flagged),
+        (8, 2, 2),
+        "{report:?}"
+    );
+    let after = block_on(trainer.evaluate(gpu, &model, &examples)).unwrap();
+    assert!(after.is_finite());
+
+    // Only poisoned examples: three bad steps in a row stop it, with the adapter untouched.
+    let all_bad: Vec<Example> = (0..6).map(|_| poisoned()).collect();
+    let mut trainer = Trainer::new(gpu, &model, config).unwrap();
+    let before = state(gpu, &trainer, &model);
+    let err =
+        block_on(trainer.fit(gpu, &model, &all_bad, |_| ControlFlow::Continue(()))).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFinite(m) if m.contains("3 steps in a row")),
+        "{err}"
+    );
+    assert_eq!(
+        state(gpu, &trainer, &model)[0],
+        before[0],
+        "values unchanged"
+    );
 }

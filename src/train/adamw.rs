@@ -107,8 +107,19 @@ impl Optimizer {
     }
 
     /// Records one update of every parameter from its gradient: the norm reduction (2
-    /// dispatches) and the AdamW kernel (1 dispatch).
+    /// dispatches) and the AdamW kernel (1 dispatch). A gradient whose norm is not finite
+    /// leaves every value and both moments unchanged (the step still counts).
     pub fn step(&mut self, step: &mut Step, params: &Params) -> Result<()> {
+        self.record(step, params, None)
+    }
+
+    /// [`Optimizer::step`], also skipped when `loss` (shape [1], recorded before in the same
+    /// step) is not finite: what a training loop's NaN guard needs, with no read-back.
+    pub fn step_guarded(&mut self, step: &mut Step, params: &Params, loss: &Tensor) -> Result<()> {
+        self.record(step, params, Some(loss))
+    }
+
+    fn record(&mut self, step: &mut Step, params: &Params, loss: Option<&Tensor>) -> Result<()> {
         let grads = params.flat_grads();
         let norm_sq = sum_squares(step, grads)?;
         let c = self.config;
@@ -135,6 +146,7 @@ impl Optimizer {
             (3, &self.m),
             (4, &self.v),
             (5, &norm_sq),
+            (6, loss.unwrap_or(&norm_sq)),
         ];
         step.push(KernelOp::new(
             gpu,

@@ -50,6 +50,10 @@ pub struct TrainerConfig {
     /// Batch examples of similar [`Trainable::example_len`] together (still seeded and
     /// shuffled), so padded batches waste less work on padding.
     pub group_by_length: bool,
+    /// `fit` stops with [`Error::NonFinite`] after this many read-back steps in a row whose
+    /// loss or gradient was not finite (each such step is skipped: the optimizer leaves the
+    /// trainable values and its state as they were).
+    pub max_bad_steps: usize,
 }
 
 impl Default for TrainerConfig {
@@ -61,6 +65,7 @@ impl Default for TrainerConfig {
             seed: 0,
             log_every: 10,
             group_by_length: false,
+            max_bad_steps: 5,
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct Progress {
     pub loss: f32,
     /// The learning rate of the next step.
     pub lr: f32,
+    /// Whether that step was skipped because its loss or gradient was not finite.
+    pub skipped: bool,
 }
 
 /// How a `fit` ended.
@@ -87,6 +94,8 @@ pub struct FitReport {
     pub last_loss: f32,
     /// True when the callback stopped training early.
     pub cancelled: bool,
+    /// Steps skipped, among those read back, because their loss or gradient was not finite.
+    pub skipped: u64,
 }
 
 /// Trains a [`Trainable`] with AdamW.
@@ -146,7 +155,7 @@ impl Trainer {
         let mut step = Step::new(gpu, "training step");
         let loss = model.record_loss_and_grads(&mut step, batch)?;
         for (opt, p) in self.optimizers.iter_mut().zip(params) {
-            opt.step(&mut step, p)?;
+            opt.step_guarded(&mut step, p, &loss)?;
         }
         step.submit()?;
         Ok(loss)
@@ -172,6 +181,7 @@ impl Trainer {
         let total_steps = per_epoch * c.epochs as u64;
         let mut last_loss = f32::NAN;
         let mut taken = 0u64;
+        let (mut skipped, mut bad_in_a_row) = (0u64, 0usize);
         // Continue from the steps already taken (an earlier fit, or a restored checkpoint), so
         // that an interrupted run resumed from its checkpoint equals an uninterrupted one.
         let lengths: Vec<usize> = if c.group_by_length {
@@ -200,19 +210,39 @@ impl Trainer {
             let last_of_all = s + 1 == total_steps;
             if taken.is_multiple_of(c.log_every as u64) || last_of_all || i as u64 + 1 == per_epoch
             {
-                last_loss = read_many(gpu, &[&loss]).await?[0][0];
+                // The loss and every store's ‖g‖², in one read: a non-finite one means the
+                // optimizers skipped this step (the NaN guard is in the AdamW kernel).
+                let mut read: Vec<&Tensor> = vec![&loss];
+                read.extend(self.optimizers.iter().filter_map(Optimizer::grad_norm_sq));
+                let values = read_many(gpu, &read).await?;
+                last_loss = values[0][0];
+                let bad = values.iter().any(|v| !v[0].is_finite());
+                if bad {
+                    skipped += 1;
+                    bad_in_a_row += 1;
+                    if bad_in_a_row >= c.max_bad_steps.max(1) {
+                        return Err(Error::NonFinite(format!(
+                            "training stopped at step {}: the loss or the gradient was not finite for {bad_in_a_row} steps in a row (loss {last_loss}); those steps were skipped, so the adapter is as it was before them. Lower the learning rate, or check the data for NaN or Inf",
+                            self.steps()
+                        )));
+                    }
+                } else {
+                    bad_in_a_row = 0;
+                }
                 let progress = Progress {
                     epoch,
                     step: self.steps(),
                     total_steps,
                     loss: last_loss,
                     lr: self.optimizers.first().map_or(0.0, Optimizer::current_lr),
+                    skipped: bad,
                 };
                 if on_progress(&progress).is_break() && !last_of_all {
                     return Ok(FitReport {
                         steps: taken,
                         last_loss,
                         cancelled: true,
+                        skipped,
                     });
                 }
             }
@@ -221,6 +251,7 @@ impl Trainer {
             steps: taken,
             last_loss,
             cancelled: false,
+            skipped,
         })
     }
 

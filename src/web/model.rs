@@ -66,7 +66,11 @@ export interface LabeledExample { text: string; label: number }
 /** Training examples: labelled texts for a classifier, plain texts for a language model. */
 export type Examples = LabeledExample[] | string[];
 /** What `onProgress` sees after every step. */
-export interface TrainProgress { epoch: number; step: number; totalSteps: number; loss: number; lr: number }
+export interface TrainProgress {
+  epoch: number; step: number; totalSteps: number; loss: number; lr: number;
+  /** The step was skipped: its loss or gradient was not finite (the adapter is unchanged). */
+  skipped: boolean;
+}
 /** Options of `new Trainer`. */
 export interface TrainerOptions {
   /** AdamW learning rate (default 1e-3), warmed up over `warmup` steps then cosine-decayed. */
@@ -80,12 +84,17 @@ export interface TrainerOptions {
   sequenceLength?: number;
   /** Seed of the per-epoch shuffle. */
   seed?: number;
+  /** fit stops with an Error after this many steps in a row whose loss or gradient was not
+   * finite (default 5); each such step is skipped, leaving the adapter unchanged. */
+  maxBadSteps?: number;
   onProgress?: (progress: TrainProgress) => void;
 }
 /** Options of `Trainer.fit`. */
 export interface FitOptions { epochs?: number; signal?: AbortSignal }
 /** How `fit` ended: steps taken, the last loss read back, and whether `signal` cancelled it. */
-export interface FitReport { steps: number; lastLoss: number; cancelled: boolean }
+export interface FitReport { steps: number; lastLoss: number; cancelled: boolean; skipped: number }
+/** Options of `Model.evaluate`. */
+export interface EvaluateOptions { batchSize?: number; sequenceLength?: number }
 /** Mean loss; accuracy for a classifier. */
 export interface Evaluation { loss: number; accuracy?: number }
 /** Options of `Model.generate`. */
@@ -116,6 +125,8 @@ extern "C" {
     pub type JsFitOptions;
     #[wasm_bindgen(typescript_type = "TextGenerateOptions")]
     pub type JsTextGenerateOptions;
+    #[wasm_bindgen(typescript_type = "EvaluateOptions")]
+    pub type JsEvaluateOptions;
     #[wasm_bindgen(typescript_type = "AdapterSummary | null")]
     pub type JsAdapterSummary;
 }
@@ -512,13 +523,19 @@ impl JsModel {
         })
     }
 
-    /// The mean loss over `examples` (no training); a classifier's accuracy too.
+    /// The mean loss over `examples` (no training); a classifier's accuracy too. Options:
+    /// `batchSize` (default 16) and, for a language model, `sequenceLength` (default 64).
     #[wasm_bindgen(unchecked_return_type = "Promise<Evaluation>")]
-    pub fn evaluate(&self, examples: JsExamples) -> Promise {
+    pub fn evaluate(&self, examples: JsExamples, options: Option<JsEvaluateOptions>) -> Promise {
         let (gpu, state) = (self.gpu.clone(), self.state.clone());
         future_to_promise(async move {
+            let o: JsValue = options.map_or(JsValue::UNDEFINED, JsValue::from);
+            let (batch, seq) = (
+                count(&o, "batchSize", 16)?.max(1),
+                count(&o, "sequenceLength", 64)?,
+            );
             let state = state.try_borrow().map_err(|_| busy())?;
-            evaluate(&gpu, &state.inner, &examples.into(), 16, 64).await
+            evaluate(&gpu, &state.inner, &examples.into(), batch, seq).await
         })
     }
 }
@@ -774,6 +791,7 @@ impl JsTrainer {
                 weight_decay: float(&o, "weightDecay", 0.0)?,
                 ..AdamW::default()
             },
+            max_bad_steps: count(&o, "maxBadSteps", 5)?,
         };
         let trainer = match &state.inner {
             Inner::Classifier(c) => Trainer::new(&model.gpu, c, config),
@@ -834,6 +852,7 @@ impl JsTrainer {
                     set(&obj, "totalSteps", p.total_steps as f64);
                     set(&obj, "loss", p.loss);
                     set(&obj, "lr", p.lr);
+                    set(&obj, "skipped", p.skipped);
                     let _ = f.call1(&JsValue::NULL, &obj);
                 }
                 if aborted() {
@@ -847,6 +866,7 @@ impl JsTrainer {
                     steps: 0,
                     last_loss: f32::NAN,
                     cancelled: true,
+                    skipped: 0,
                 }));
             }
             let result = match &state.inner {
@@ -956,5 +976,6 @@ fn report(r: &FitReport) -> JsValue {
     set(&obj, "steps", r.steps as f64);
     set(&obj, "lastLoss", r.last_loss);
     set(&obj, "cancelled", r.cancelled);
+    set(&obj, "skipped", r.skipped as f64);
     obj.into()
 }
