@@ -1,7 +1,7 @@
 // Types of "spectune/worker" (client.js): the Model and Trainer API of "spectune", run in a Web
 // Worker. Option and result types are the main module's.
 import type {
-  AdapterInfo, AdapterOptions, AdapterSummary, Evaluation, Examples, FitOptions, FitReport,
+  AdapterInfo, AdapterOptions, AdapterSummary, EvaluateOptions, Evaluation, Examples, FitOptions, FitReport,
   ModelOptions, PeftFiles, TextGenerateOptions, TrainerOptions, TrainProgress,
 } from "../pkg/spectune.js";
 
@@ -27,7 +27,7 @@ export declare class RemoteModel {
   save(): Promise<Uint8Array>;
   exportPeft(): Promise<PeftFiles>;
   predict(texts: string[]): Promise<Float32Array[]>;
-  evaluate(examples: Examples): Promise<Evaluation>;
+  evaluate(examples: Examples, options?: EvaluateOptions): Promise<Evaluation>;
   /** `onToken` receives each piece of text as it is generated (it cannot stop the worker). */
   generate(prompt: string, options?: TextGenerateOptions): Promise<string>;
   /** A `Trainer` for the model's current adapter. */
@@ -41,6 +41,9 @@ export declare class RemoteTrainer {
   fit(examples: Examples, options?: FitOptions): Promise<FitReport>;
   step(batch: Examples): Promise<number>;
   evaluate(examples: Examples): Promise<Evaluation>;
+  /** The latest in-memory snapshot of a good step, or null (see Trainer.lastGood). */
+  lastGood(): Promise<Uint8Array | null>;
+  restore(bytes: Uint8Array): Promise<void>;
   release(): Promise<void>;
   onProgress?: (progress: TrainProgress) => void;
 }

