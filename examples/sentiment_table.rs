@@ -144,6 +144,7 @@ fn main() -> AnyResult<()> {
             seed,
             log_every: 100,
             group_by_length: false,
+            snapshot_every: 25,
             max_bad_steps: 5,
         };
         let start = Instant::now();
@@ -184,6 +185,7 @@ fn main() -> AnyResult<()> {
                 seed,
                 log_every: 25,
                 group_by_length: true,
+                snapshot_every: 25,
                 max_bad_steps: 5,
             };
             let mut trainer = Trainer::new(&gpu, &model, config)?;

@@ -191,6 +191,7 @@ fn embeddings_do_not_depend_on_padding_and_the_head_alone_reproduces_the_classif
         seed: 2,
         log_every: 50,
         group_by_length: false,
+        snapshot_every: 25,
         max_bad_steps: 5,
     };
     let mut trainer = Trainer::new(gpu, &model.head, config).unwrap();
@@ -222,6 +223,7 @@ fn length_grouped_training_lowers_the_loss() {
         seed: 3,
         log_every: 10,
         group_by_length: true,
+        snapshot_every: 25,
         max_bad_steps: 5,
     };
     let mut trainer = Trainer::new(gpu, &model, config).unwrap();

@@ -50,6 +50,10 @@ pub struct TrainerConfig {
     /// Batch examples of similar [`Trainable::example_len`] together (still seeded and
     /// shuffled), so padded batches waste less work on padding.
     pub group_by_length: bool,
+    /// `fit` keeps a host copy of the trainable values and optimizer state (a checkpoint)
+    /// every this many steps, at a loss read-back whose loss is finite, so that a lost GPU
+    /// costs at most that many steps: see [`Trainer::last_good`]. 0: never.
+    pub snapshot_every: usize,
     /// `fit` stops with [`Error::NonFinite`] after this many read-back steps in a row whose
     /// loss or gradient was not finite (each such step is skipped: the optimizer leaves the
     /// trainable values and its state as they were).
@@ -65,6 +69,7 @@ impl Default for TrainerConfig {
             seed: 0,
             log_every: 10,
             group_by_length: false,
+            snapshot_every: 25,
             max_bad_steps: 5,
         }
     }
@@ -102,6 +107,8 @@ pub struct FitReport {
 pub struct Trainer {
     pub config: TrainerConfig,
     optimizers: Vec<Optimizer>,
+    /// The latest snapshot (a [`Trainer::checkpoint`]) of a step whose loss was finite.
+    last_good: Option<Vec<u8>>,
 }
 
 /// The `format` of a checkpoint file.
@@ -120,7 +127,11 @@ impl Trainer {
             .into_iter()
             .map(|p| Optimizer::new(gpu, p, config.optimizer))
             .collect::<Result<_>>()?;
-        Ok(Trainer { config, optimizers })
+        Ok(Trainer {
+            config,
+            optimizers,
+            last_good: None,
+        })
     }
 
     /// Changes the optimizer settings (learning rate, schedule…) for the steps to come; the
@@ -166,7 +177,37 @@ impl Trainer {
     /// `on_progress` runs after every loss read-back; returning `ControlFlow::Break(())` stops
     /// before the next step, leaving the model and optimizer as the last completed step left
     /// them.
+    ///
+    /// When the GPU is lost ([`Error::DeviceLost`]), the error says which step
+    /// [`Trainer::last_good`] holds: restore it ([`Trainer::restore`]) into a trainer for the
+    /// same model rebuilt on a new [`Gpu`], and `fit` again to go on from there.
     pub async fn fit<M: Trainable>(
+        &mut self,
+        gpu: &Gpu,
+        model: &M,
+        examples: &[M::Example],
+        on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<FitReport> {
+        match self.fit_inner(gpu, model, examples, on_progress).await {
+            Err(Error::DeviceLost(why)) => Err(Error::DeviceLost(match self.last_good_step() {
+                Some(step) => format!("{why}; the trainer holds the state of step {step} (Trainer::last_good): restore it on a new GPU to go on"),
+                None => format!("{why}; no snapshot was taken yet (TrainerConfig::snapshot_every)"),
+            })),
+            other => other,
+        }
+    }
+
+    /// The latest snapshot `fit` kept of a good step (checkpoint bytes), if any.
+    pub fn last_good(&self) -> Option<&[u8]> {
+        self.last_good.as_deref()
+    }
+
+    fn last_good_step(&self) -> Option<u64> {
+        let file = read("checkpoint", self.last_good.as_deref()?).ok()?;
+        file.metadata.get("steps")?.parse().ok()
+    }
+
+    async fn fit_inner<M: Trainable>(
         &mut self,
         gpu: &Gpu,
         model: &M,
@@ -182,6 +223,7 @@ impl Trainer {
         let mut last_loss = f32::NAN;
         let mut taken = 0u64;
         let (mut skipped, mut bad_in_a_row) = (0u64, 0usize);
+        let mut snapshots = self.steps() / c.snapshot_every.max(1) as u64;
         // Continue from the steps already taken (an earlier fit, or a restored checkpoint), so
         // that an interrupted run resumed from its checkpoint equals an uninterrupted one.
         let lengths: Vec<usize> = if c.group_by_length {
@@ -228,6 +270,11 @@ impl Trainer {
                     }
                 } else {
                     bad_in_a_row = 0;
+                    let due = self.steps() / c.snapshot_every.max(1) as u64;
+                    if c.snapshot_every > 0 && due > snapshots {
+                        snapshots = due;
+                        self.last_good = Some(self.checkpoint(gpu, model).await?);
+                    }
                 }
                 let progress = Progress {
                     epoch,

@@ -87,6 +87,9 @@ export interface TrainerOptions {
   /** fit stops with an Error after this many steps in a row whose loss or gradient was not
    * finite (default 5); each such step is skipped, leaving the adapter unchanged. */
   maxBadSteps?: number;
+  /** Keep a copy of the adapter and optimizer state in memory every this many steps (default
+   * 10): after a lost GPU, `lastGood()` gives it back for `restore` on a new one. 0: never. */
+  snapshotEvery?: number;
   onProgress?: (progress: TrainProgress) => void;
 }
 /** Options of `Trainer.fit`. */
@@ -792,6 +795,7 @@ impl JsTrainer {
                 ..AdamW::default()
             },
             max_bad_steps: count(&o, "maxBadSteps", 5)?,
+            snapshot_every: count(&o, "snapshotEvery", 10)?,
         };
         let trainer = match &state.inner {
             Inner::Classifier(c) => Trainer::new(&model.gpu, c, config),
@@ -810,6 +814,29 @@ impl JsTrainer {
                 .transpose()?
                 .map(|w| w as u64),
         })
+    }
+
+    /// The latest snapshot of a good step `fit` kept in memory (adapter values and optimizer
+    /// state), or null: after the GPU is lost, `restore` it into a new Trainer for the same
+    /// model and adapter rebuilt on a new `Gpu`, and `fit` again.
+    #[wasm_bindgen(js_name = lastGood)]
+    pub fn last_good(&self) -> Result<Option<Uint8Array>, JsValue> {
+        let trainer = self.trainer.try_borrow().map_err(|_| busy())?;
+        Ok(trainer.last_good().map(Uint8Array::from))
+    }
+
+    /// Sets the adapter's values and the optimizer state (and step count) from `lastGood()`
+    /// bytes.
+    pub fn restore(&self, bytes: Uint8Array) -> Result<(), JsValue> {
+        let state = self.state.try_borrow().map_err(|_| busy())?;
+        check_generation(&state, self.generation)?;
+        let mut trainer = self.trainer.try_borrow_mut().map_err(|_| busy())?;
+        let bytes = bytes.to_vec();
+        match &state.inner {
+            Inner::Classifier(c) => trainer.restore(&self.gpu, c, &bytes),
+            Inner::Decoder { llama, .. } => trainer.restore(&self.gpu, llama, &bytes),
+        }
+        .map_err(js_error)
     }
 
     /// Optimizer steps taken so far.
