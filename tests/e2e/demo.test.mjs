@@ -15,7 +15,7 @@ import { startServer } from "../../scripts/serve.mjs";
 
 const ARTIFACTS = "test-artifacts";
 
-test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapters", { timeout: 900_000 }, async () => {
+test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapters", { timeout: 1_200_000 }, async () => {
   const server = await startServer(0);
   const browser = await launchChromium();
   const errors = [];
@@ -112,7 +112,7 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
   }
 });
 
-test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { timeout: 900_000 }, async () => {
+test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { timeout: 1_800_000 }, async () => {
   const server = await startServer(0);
   const browser = await launchChromium();
   const errors = [];
@@ -147,9 +147,11 @@ test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { t
     assert.match(await settled("model", 600_000), /Llama language model/);
     assert.match(await settled("data"), /1 training and 1 test examples/);
     assert.equal(await page.inputValue("#adapter-targets"), "attn_q,attn_v");
+    // The value projections alone (30 of them): half the adapter's set-up on SwiftShader.
+    await page.fill("#adapter-targets", "attn_v");
 
     await click("adapter-add");
-    assert.match(await settled("adapter", 600_000), /rank 2, band 0: 60 layers/);
+    assert.match(await settled("adapter", 600_000), /rank 2, band 0: 30 layers/);
     await click("train-run");
     const trained = await settled("train", 600_000);
     assert.match(trained, /done: \d+ steps/);
