@@ -144,6 +144,15 @@ impl Gpu {
         })
     }
 
+    /// Caps every buffer at `bytes`, below the device's own limits: a budget for a page that
+    /// must leave GPU memory to others, and how tests meet a small GPU. Models and batches
+    /// over it are refused before anything is allocated.
+    pub fn limit_buffers(&mut self, bytes: u64) {
+        self.limits.max_buffer_size = self.limits.max_buffer_size.min(bytes);
+        self.limits.max_storage_buffer_binding_size =
+            self.limits.max_storage_buffer_binding_size.min(bytes);
+    }
+
     /// What the adapter says about itself.
     pub fn info(&self) -> &AdapterInfo {
         &self.info

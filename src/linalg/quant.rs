@@ -39,6 +39,11 @@ impl QuantFormat {
     }
 
     /// 32-bit words per block on the GPU.
+    /// Bytes of one block of 32 values as kept on the GPU (whole 32-bit words).
+    pub fn gpu_block_bytes(self) -> usize {
+        self.words_per_block() * 4
+    }
+
     fn words_per_block(self) -> usize {
         match self {
             QuantFormat::Q4_1 => 5,

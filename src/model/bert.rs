@@ -176,6 +176,13 @@ impl Bert {
         } else {
             ""
         };
+        // Every tensor must fit this GPU's buffers: refused before any is uploaded.
+        for t in &file.tensors {
+            gpu.check_buffer_size(
+                || format!("{WHAT}: tensor {}", t.name),
+                t.values.len() as u64 * 4,
+            )?;
+        }
         let tensor = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = file.require(WHAT, &format!("{prefix}{name}"), shape)?;
             Tensor::from_slice(gpu, shape, &t.values)
@@ -289,6 +296,29 @@ impl Bert {
         self.layers.iter().flat_map(|l| l.linears())
     }
 
+    /// Refuses, before anything is recorded or allocated, a batch whose largest activations
+    /// (attention scores, the feed-forward's inner layer) would not fit this GPU's buffers.
+    pub fn check_batch(&self, gpu: &Gpu, batch: usize, seq: usize) -> Result<()> {
+        let c = self.config;
+        let floats = [
+            (
+                "attention scores",
+                batch * c.num_attention_heads * seq * seq,
+            ),
+            (
+                "feed-forward activations",
+                batch * seq * c.intermediate_size,
+            ),
+        ];
+        for (what, n) in floats {
+            gpu.check_buffer_size(
+                || format!("the {what} of a batch of {batch} × {seq} tokens (use fewer or shorter texts)"),
+                n as u64 * 4,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Builds an adapter on every linear layer matching one of `targets` (`query`, `value`,
     /// `attention.output.dense`, `intermediate.dense`, `output.dense`, a full name, or `*`).
     pub async fn add_adapter(
@@ -338,6 +368,7 @@ impl Bert {
     pub fn encode(&self, step: &mut Step, tokens: &TokenBatch) -> Result<(Tensor, BertSaved)> {
         let c = self.config;
         let (b, t) = (tokens.batch, tokens.seq);
+        self.check_batch(step.gpu(), b, t)?;
         if tokens.mask.len() != b * t {
             return Err(Error::DataLength {
                 what: "attention mask",

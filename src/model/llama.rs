@@ -202,6 +202,16 @@ impl Llama {
     /// blocks, so this moves bytes, not values).
     pub fn from_gguf(gpu: &Gpu, file: &GgufFile) -> Result<Llama> {
         let c = LlamaConfig::from_gguf(file)?;
+        // Every tensor must fit this GPU's buffers: refused before any is uploaded.
+        for t in file.tensors() {
+            let n = t.n_elements();
+            let bytes = match t.ggml_type {
+                GgmlType::Q4_1 => n / 32 * QuantFormat::Q4_1.gpu_block_bytes() as u64,
+                GgmlType::Q8_0 => n / 32 * QuantFormat::Q8_0.gpu_block_bytes() as u64,
+                _ => n * 4,
+            };
+            gpu.check_buffer_size(|| format!("GGUF model: tensor {}", t.name), bytes)?;
+        }
         let (h, f) = (c.hidden_size, c.intermediate_size);
         let matrix = |name: &str, rows: usize, cols: usize, heads: Option<usize>| {
             load_matrix(gpu, file, name, rows, cols, heads)
@@ -379,7 +389,7 @@ impl Llama {
         self.adapter.as_ref().and_then(|a| a.find(name))
     }
 
-    fn check_ids(&self, ids: &[u32], batch: usize, seq: usize) -> Result<()> {
+    fn check_ids(&self, gpu: &Gpu, ids: &[u32], batch: usize, seq: usize) -> Result<()> {
         if ids.len() != batch * seq || seq == 0 {
             return Err(Error::DataLength {
                 what: "token ids",
@@ -397,6 +407,28 @@ impl Llama {
                 ),
             });
         }
+        self.check_batch(gpu, batch, seq)
+    }
+
+    /// Refuses, before anything is recorded or allocated, a batch whose largest activations
+    /// (the logits, attention scores, the feed-forward's inner layer) would not fit this GPU's
+    /// buffers.
+    pub fn check_batch(&self, gpu: &Gpu, batch: usize, seq: usize) -> Result<()> {
+        let c = self.config;
+        let floats = [
+            ("logits", batch * seq * c.vocab_size),
+            ("attention scores", batch * c.heads * seq * seq),
+            (
+                "feed-forward activations",
+                batch * seq * c.intermediate_size,
+            ),
+        ];
+        for (what, n) in floats {
+            gpu.check_buffer_size(
+                || format!("the {what} of a batch of {batch} × {seq} tokens (use a smaller batch or shorter sequences)"),
+                n as u64 * 4,
+            )?;
+        }
         Ok(())
     }
 
@@ -409,7 +441,7 @@ impl Llama {
         batch: usize,
         seq: usize,
     ) -> Result<(Tensor, LlamaSaved)> {
-        self.check_ids(ids, batch, seq)?;
+        self.check_ids(step.gpu(), ids, batch, seq)?;
         let c = self.config;
         let gpu = step.gpu();
         let ids = upload_ids(gpu, "token ids", &[batch * seq], ids, c.vocab_size)?;
