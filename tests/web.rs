@@ -431,6 +431,19 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     let loss_after = get(&after, "loss").as_f64().unwrap();
     assert!(loss_after < loss_before, "{loss_before} → {loss_after}");
 
+    // A call that would overlap a running fit is refused, not interleaved.
+    let one_epoch = object(&[("epochs", 1.into())]);
+    let running = JsFuture::from(trainer.fit(
+        examples.clone().unchecked_into(),
+        Some(one_epoch.unchecked_into()),
+    ));
+    let clash = JsFuture::from(model.add_adapter(adapter(0).unchecked_into()))
+        .await
+        .unwrap_err();
+    assert!(message(clash).contains("busy"));
+    let report = running.await.unwrap();
+    assert_eq!(get(&report, "steps").as_f64(), Some(2.0));
+
     // An AbortSignal stops between steps.
     let controller = js_sys::eval("new AbortController()").unwrap();
     let abort = js_sys::Function::from(get(&controller, "abort"));
