@@ -169,6 +169,12 @@ impl Gpu {
         self.pool.memory()
     }
 
+    /// Storage buffers created since the device opened (in use, pooled, or since dropped): flat
+    /// once a repeated workload's buffers are all pooled, so growth means a leak.
+    pub fn buffers_created(&self) -> u64 {
+        self.pool.stats().0
+    }
+
     /// Starts measuring a new peak from what is held now.
     pub fn reset_peak_memory(&self) {
         self.pool.reset_peak()

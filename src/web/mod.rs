@@ -156,6 +156,19 @@ impl JsGpu {
         })
     }
 
+    /// GPU memory the library holds: `heldBytes` (tensors in use and pooled for reuse),
+    /// `peakBytes` (the most held at once) and `buffersCreated` (flat once a repeated workload's
+    /// buffers are pooled: growth means a leak).
+    #[wasm_bindgen(unchecked_return_type = "{ heldBytes: number; peakBytes: number; buffersCreated: number }")]
+    pub fn memory(&self) -> JsValue {
+        let (held, peak) = self.inner.memory();
+        let obj = js_sys::Object::new();
+        set(&obj, "heldBytes", held as f64);
+        set(&obj, "peakBytes", peak as f64);
+        set(&obj, "buffersCreated", self.inner.buffers_created() as f64);
+        obj.into()
+    }
+
     /// The adapter's name, backend and type.
     #[wasm_bindgen(getter)]
     pub fn info(&self) -> JsAdapterInfo {
