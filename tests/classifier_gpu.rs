@@ -21,40 +21,9 @@ const WORDS: [&str; 16] = [
     "boring", "loved", ".", "!",
 ];
 
-/// A BERT-style tokenizer.json: [PAD] [UNK] [CLS] [SEP], then `WORDS`.
+/// A BERT-style tokenizer: [PAD] [UNK] [CLS] [SEP], then `WORDS`.
 fn tokenizer() -> Tokenizer {
-    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    let vocab: Vec<String> = specials
-        .iter()
-        .chain(&WORDS)
-        .enumerate()
-        .map(|(i, w)| format!("\"{w}\": {i}"))
-        .collect();
-    let added: Vec<String> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            format!(
-                r#"{{"id": {i}, "content": "{w}", "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true}}"#
-            )
-        })
-        .collect();
-    let json = format!(
-        r###"{{
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [{}],
-        "normalizer": {{"type": "BertNormalizer", "clean_text": true,
-            "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}},
-        "pre_tokenizer": {{"type": "BertPreTokenizer"}},
-        "post_processor": {{"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}},
-        "decoder": null,
-        "model": {{"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
-            "max_input_chars_per_word": 100, "vocab": {{{}}}}}
-    }}"###,
-        added.join(", "),
-        vocab.join(", ")
-    );
+    let json = spectune::reference::tokenizer::wordpiece_json(&WORDS);
     Tokenizer::from_bytes(json.as_bytes()).expect("the test tokenizer.json is valid")
 }
 

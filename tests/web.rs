@@ -23,6 +23,20 @@ async fn gpu() -> Option<Gpu> {
     }
 }
 
+/// A plain JS object from key-value pairs (the options the JS API takes).
+fn object(pairs: &[(&str, wasm_bindgen::JsValue)]) -> wasm_bindgen::JsValue {
+    let o = js_sys::Object::new();
+    for (k, v) in pairs {
+        js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
+    }
+    o.into()
+}
+
+/// The message of the JS `Error` a call rejected with.
+fn message(e: wasm_bindgen::JsValue) -> String {
+    js_sys::Error::from(e).message().as_string().unwrap()
+}
+
 #[wasm_bindgen_test]
 async fn matmul_in_the_browser_matches_reference() {
     let Some(gpu) = gpu().await else { return };
@@ -182,20 +196,12 @@ async fn js_api_svd_and_its_errors() {
 #[wasm_bindgen_test]
 async fn js_api_language_model_trains_and_generates() {
     use spectune::web::{JsGpu, JsLanguageModel};
-    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    use wasm_bindgen::{closure::Closure, JsCast};
     use wasm_bindgen_futures::JsFuture;
     if gpu().await.is_none() {
         return;
     }
     let gpu = JsGpu::request().await.unwrap();
-    let object = |pairs: &[(&str, JsValue)]| {
-        let o = js_sys::Object::new();
-        for (k, v) in pairs {
-            js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
-        }
-        JsValue::from(o)
-    };
-    let message = |e: JsValue| js_sys::Error::from(e).message().as_string().unwrap();
 
     let err = JsLanguageModel::load(&gpu, b"GGUF but not really")
         .err()
@@ -283,46 +289,13 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     use wasm_bindgen::{closure::Closure, JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
     let Some(native) = gpu().await else { return };
-    let object = |pairs: &[(&str, JsValue)]| {
-        let o = js_sys::Object::new();
-        for (k, v) in pairs {
-            js_sys::Reflect::set(&o, &(*k).into(), v).unwrap();
-        }
-        JsValue::from(o)
-    };
-    let message = |e: JsValue| js_sys::Error::from(e).message().as_string().unwrap();
     let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap();
 
     // The model files a user would have: weights, config.json and tokenizer.json.
     const WORDS: [&str; 10] = [
         "the", "movie", "was", "very", "great", "good", "fun", "awful", "bad", "boring",
     ];
-    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
-    let vocab: Vec<String> = specials
-        .iter()
-        .chain(&WORDS)
-        .enumerate()
-        .map(|(i, w)| format!("\"{w}\": {i}"))
-        .collect();
-    let added: Vec<String> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            format!(
-                r#"{{"id": {i}, "content": "{w}", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}}"#
-            )
-        })
-        .collect();
-    let tokenizer = format!(
-        r###"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [{}],
-        "normalizer": {{"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true}},
-        "pre_tokenizer": {{"type": "BertPreTokenizer"}},
-        "post_processor": {{"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]}},
-        "decoder": null,
-        "model": {{"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": {{{}}}}}}}"###,
-        added.join(", "),
-        vocab.join(", ")
-    );
+    let tokenizer = spectune::reference::tokenizer::wordpiece_json(&WORDS);
     let config = BertConfig {
         vocab_size: 4 + WORDS.len(),
         hidden_size: 32,

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod layers;
+pub mod tokenizer;
 
 pub use crate::random::Rng;
 

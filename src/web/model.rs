@@ -149,11 +149,39 @@ struct State {
     adapter_generation: u64,
 }
 
+/// The adapter operations both models have, by model.
 impl Inner {
     fn adapter(&self) -> Option<&Adapter> {
         match self {
             Inner::Classifier(c) => c.bert.adapter(),
             Inner::Decoder { llama, .. } => llama.adapter(),
+        }
+    }
+
+    fn set_adapter(&mut self, adapter: Option<Adapter>) -> Option<Adapter> {
+        match self {
+            Inner::Classifier(c) => c.bert.set_adapter(adapter),
+            Inner::Decoder { llama, .. } => llama.set_adapter(adapter),
+        }
+    }
+
+    /// Loads an adapter file onto the model; returns the adapter it replaces.
+    async fn load_adapter(&mut self, gpu: &Gpu, bytes: &[u8]) -> crate::Result<Option<Adapter>> {
+        match self {
+            Inner::Classifier(c) => c.bert.load_adapter(gpu, bytes).await,
+            Inner::Decoder { llama, .. } => llama.load_adapter(gpu, bytes).await,
+        }
+    }
+
+    fn merge_adapters(
+        &mut self,
+        gpu: &Gpu,
+        adapters: &[&Adapter],
+        how: &Fusion,
+    ) -> crate::Result<()> {
+        match self {
+            Inner::Classifier(c) => c.bert.merge_adapters(gpu, adapters, how),
+            Inner::Decoder { llama, .. } => llama.merge_adapters(gpu, adapters, how),
         }
     }
 }
@@ -321,15 +349,14 @@ impl JsModel {
             let bytes = bytes.to_vec();
             let mut guard = state.try_borrow_mut().map_err(|_| busy())?;
             let state = &mut *guard;
-            match &mut state.inner {
-                Inner::Classifier(c) => {
-                    c.bert.load_adapter(&gpu, &bytes).await.map_err(js_error)?;
-                    let file = safetensors::read("adapter file", &bytes).map_err(js_error)?;
-                    restore_head(&gpu, c, &file).map_err(js_error)?;
-                }
-                Inner::Decoder { llama, .. } => {
-                    llama.load_adapter(&gpu, &bytes).await.map_err(js_error)?;
-                }
+            state
+                .inner
+                .load_adapter(&gpu, &bytes)
+                .await
+                .map_err(js_error)?;
+            if let Inner::Classifier(c) = &state.inner {
+                let file = safetensors::read("adapter file", &bytes).map_err(js_error)?;
+                restore_head(&gpu, c, &file).map_err(js_error)?;
             }
             state.adapter_generation += 1;
             Ok(summary(state.inner.adapter()))
@@ -355,24 +382,19 @@ impl JsModel {
             for bytes in &files {
                 // Each file is loaded onto the base (which checks it against the weights),
                 // then taken off again, so the model's own adapter stays on until the merge.
-                let adapter = match &mut state.inner {
-                    Inner::Classifier(c) => {
-                        let own = c.bert.load_adapter(&gpu, bytes).await.map_err(js_error)?;
-                        c.bert.set_adapter(own)
-                    }
-                    Inner::Decoder { llama, .. } => {
-                        let own = llama.load_adapter(&gpu, bytes).await.map_err(js_error)?;
-                        llama.set_adapter(own)
-                    }
-                };
+                let own = state
+                    .inner
+                    .load_adapter(&gpu, bytes)
+                    .await
+                    .map_err(js_error)?;
+                let adapter = state.inner.set_adapter(own);
                 loaded.extend(adapter);
             }
             let refs: Vec<&Adapter> = loaded.iter().collect();
-            match &mut state.inner {
-                Inner::Classifier(c) => c.bert.merge_adapters(&gpu, &refs, &how),
-                Inner::Decoder { llama, .. } => llama.merge_adapters(&gpu, &refs, &how),
-            }
-            .map_err(js_error)?;
+            state
+                .inner
+                .merge_adapters(&gpu, &refs, &how)
+                .map_err(js_error)?;
             state.adapter_generation += 1;
             Ok(JsValue::UNDEFINED)
         })
@@ -385,16 +407,8 @@ impl JsModel {
         future_to_promise(async move {
             let mut guard = state.try_borrow_mut().map_err(|_| busy())?;
             let state = &mut *guard;
-            let merged = match &mut state.inner {
-                Inner::Classifier(c) => c
-                    .bert
-                    .set_adapter(None)
-                    .map(|a| c.bert.merge_adapters(&gpu, &[&a], &Fusion::Sum)),
-                Inner::Decoder { llama, .. } => llama
-                    .set_adapter(None)
-                    .map(|a| llama.merge_adapters(&gpu, &[&a], &Fusion::Sum)),
-            };
-            merged
+            let own = state.inner.set_adapter(None);
+            own.map(|a| state.inner.merge_adapters(&gpu, &[&a], &Fusion::Sum))
                 .ok_or_else(|| message("there is no adapter to merge"))?
                 .map_err(js_error)?;
             state.adapter_generation += 1;

@@ -1,10 +1,11 @@
-// End-to-end test of the demo page as a user meets it: served over http with the model files of
-// the fetch script's cache, opened in Debian's headless Chromium with WebGPU. It loads MiniLM,
-// trains an adapter a few steps on the bundled review sentences and sees the loss fall on the
-// page, downloads the adapter and loads that file back, trains a second adapter on another
-// band, fuses both, and downloads the merged model; no console errors. Needs pkg/
-// (scripts/test.sh builds it) and the fetch script's cache. Leaves a screenshot and the
-// downloaded files in test-artifacts/.
+// End-to-end tests of the demo page as a user meets it: served over http with the model files
+// of the fetch script's cache, opened in Debian's headless Chromium with WebGPU. MiniLM: load it
+// (and again, from the browser's cache), train an adapter a few steps on the bundled review
+// sentences and see the loss fall on the page, download the adapter and load that file back,
+// train a second adapter on another band, fuse both, download the merged model, load a model
+// file from disk. SmolLM2: load it, train an adapter on Moby-Dick, generate, export for PEFT.
+// No console errors. Needs pkg/ (scripts/test.sh builds it) and the fetch script's cache.
+// Leaves a screenshot and the downloaded files in test-artifacts/.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -16,7 +17,12 @@ import { startServer } from "../../scripts/serve.mjs";
 
 const ARTIFACTS = "test-artifacts";
 
-test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapters", { timeout: 1_200_000 }, async () => {
+/**
+ * Serves the demo, opens it in Chromium and runs `body` with the page and two helpers:
+ * `settled(id)` waits until a section is ok (failing with its status line if it is in error),
+ * `click(id)` clicks a button once it is enabled. Fails on any console error.
+ */
+async function withDemo(body) {
   const server = await startServer(0);
   const browser = await launchChromium();
   const errors = [];
@@ -27,20 +33,26 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     page.on("console", (msg) => msg.type() === "error" && errors.push(msg.text()));
     page.on("pageerror", (err) => errors.push(String(err)));
     await page.goto(`${server.url}www/`);
-
-    /** Waits until section `id` has settled; fails with its status line if it is in error. */
     const settled = async (id, timeout = 300_000) => {
       await page.waitForSelector(`#${id}:is([data-state="ok"], [data-state="error"])`, { timeout });
-      const state = await page.getAttribute(`#${id}`, "data-state");
       const line = await page.textContent(`#${id}-status`);
-      assert.equal(state, "ok", `${id}: ${line}`);
+      assert.equal(await page.getAttribute(`#${id}`, "data-state"), "ok", `${id}: ${line}`);
       return line;
     };
     const click = async (id) => {
       await page.waitForSelector(`#${id}:not([disabled])`, { timeout: 60_000 });
       await page.click(`#${id}`);
     };
+    await body({ page, settled, click });
+    assert.deepEqual(errors, [], "no console errors");
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+}
 
+test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapters", { timeout: 1_200_000 }, () =>
+  withDemo(async ({ page, settled, click }) => {
     await settled("gpu", 60_000);
     // Small, so that SwiftShader trains in reasonable time.
     await page.fill("#train-count", "8");
@@ -114,35 +126,10 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     assert.match(await settled("model"), /BERT classifier, 86\.7 MB \(model\.safetensors\)/);
 
     await page.screenshot({ path: path.join(ARTIFACTS, "demo.png"), fullPage: true });
-    assert.deepEqual(errors, [], "no console errors");
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+  }));
 
-test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { timeout: 1_800_000 }, async () => {
-  const server = await startServer(0);
-  const browser = await launchChromium();
-  const errors = [];
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  try {
-    const page = await browser.newPage();
-    pipeConsole(page);
-    page.on("console", (msg) => msg.type() === "error" && errors.push(msg.text()));
-    page.on("pageerror", (err) => errors.push(String(err)));
-    await page.goto(`${server.url}www/`);
-    const settled = async (id, timeout = 300_000) => {
-      await page.waitForSelector(`#${id}:is([data-state="ok"], [data-state="error"])`, { timeout });
-      const line = await page.textContent(`#${id}-status`);
-      assert.equal(await page.getAttribute(`#${id}`, "data-state"), "ok", `${id}: ${line}`);
-      return line;
-    };
-    const click = async (id) => {
-      await page.waitForSelector(`#${id}:not([disabled])`, { timeout: 60_000 });
-      await page.click(`#${id}`);
-    };
-
+test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { timeout: 1_800_000 }, () =>
+  withDemo(async ({ page, settled, click }) => {
     await settled("gpu", 60_000);
     await page.check('input[name="model"][value="smollm2"]');
     // One paragraph each way, 16-token sequences: a few steps on SwiftShader.
@@ -178,9 +165,4 @@ test("demo page tunes SmolLM2 on Moby-Dick, generates and exports for PEFT", { t
     await settled("files");
     const peft = JSON.parse(fs.readFileSync(configFile, "utf8"));
     assert.equal(peft.peft_type, "LORA");
-    assert.deepEqual(errors, [], "no console errors");
-  } finally {
-    await browser.close();
-    await server.close();
-  }
-});
+  }));
