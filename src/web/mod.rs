@@ -159,7 +159,9 @@ impl JsGpu {
     /// GPU memory the library holds: `heldBytes` (tensors in use and pooled for reuse),
     /// `peakBytes` (the most held at once) and `buffersCreated` (flat once a repeated workload's
     /// buffers are pooled: growth means a leak).
-    #[wasm_bindgen(unchecked_return_type = "{ heldBytes: number; peakBytes: number; buffersCreated: number }")]
+    #[wasm_bindgen(
+        unchecked_return_type = "{ heldBytes: number; peakBytes: number; buffersCreated: number }"
+    )]
     pub fn memory(&self) -> JsValue {
         let (held, peak) = self.inner.memory();
         let obj = js_sys::Object::new();
