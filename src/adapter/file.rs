@@ -3,6 +3,9 @@
 //! (kind, rank, band, targets with their shapes and base-weight sha256, SVD options, format
 //! version). The basis is stored, not recomputed at load time: a recomputed SVD can flip a
 //! singular vector's sign or split a degenerate band edge differently.
+//!
+//! [`parse`] reads and checks a file on its own (no GPU, no base weights: what the fuzz target
+//! runs); [`Adapter::load`] then matches it to the model's weights and their sha256.
 
 use std::collections::HashMap;
 
@@ -16,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
 use crate::io::safetensors::{read, write_f32, NamedTensor};
 use crate::linalg::SvdOptions;
+use crate::train::ParamSpec;
 
 /// The `format` metadata value of an adapter file.
 pub const FORMAT: &str = "spectune-adapter";
@@ -89,63 +93,26 @@ impl Adapter {
     }
 
     /// Loads an adapter file onto the named base weights. Refuses (with a named error) a file
-    /// of another format version, a target that is missing or has another shape, and a base
-    /// weight whose sha256 differs from the one the adapter was trained on.
+    /// that [`parse`] refuses, a target that is missing or has another shape, and a base weight
+    /// whose sha256 differs from the one the adapter was trained on.
     pub async fn load<'w, W: Copy + Into<BaseWeight<'w>>>(
         gpu: &Gpu,
         bytes: &[u8],
         targets: &[(&'w str, W)],
     ) -> Result<Adapter> {
         let targets = base_weights(targets);
-        let file = read(WHAT, bytes)?;
-        match file.metadata.get("format").map(String::as_str) {
-            Some(FORMAT) => {}
-            other => return Err(bad(format!("format is {other:?}, expected {FORMAT:?}"))),
-        }
-        let version = file
-            .metadata
-            .get("format_version")
-            .cloned()
-            .unwrap_or_default();
-        if version != FORMAT_VERSION.to_string() {
-            return Err(Error::UnsupportedVersion {
-                what: WHAT,
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let meta: Value = serde_json::from_str(
-            file.metadata
-                .get("spectune")
-                .ok_or_else(|| bad("no \"spectune\" metadata"))?,
-        )
-        .map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
-        let config = parse_config(&meta)?;
+        let file = parse(bytes)?;
 
         // The file's targets, matched by name to the weights given.
-        let listed = meta["targets"]
-            .as_array()
-            .ok_or_else(|| bad("metadata has no targets"))?;
         let mut chosen: Vec<(&str, BaseWeight)> = Vec::new();
-        let mut hashes = Vec::new();
-        for t in listed {
-            let name = t["name"]
-                .as_str()
-                .ok_or_else(|| bad("a target has no name"))?;
-            let &(_, w) = targets.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+        for t in &file.targets {
+            let &(name, w) = targets.iter().find(|(n, _)| *n == t.name).ok_or_else(|| {
                 Error::AdapterMismatch(format!(
-                    "the adapter targets {name}, which this model does not have"
+                    "the adapter targets {}, which this model does not have",
+                    t.name
                 ))
             })?;
-            let shape: Vec<usize> = t["shape"]
-                .as_array()
-                .map(|s| {
-                    s.iter()
-                        .filter_map(Value::as_u64)
-                        .map(|d| d as usize)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let shape = [t.shape.0, t.shape.1];
             if w.shape() != shape {
                 return Err(Error::AdapterMismatch(format!(
                     "{name} is {:?} here but the adapter was trained on {shape:?}",
@@ -153,74 +120,179 @@ impl Adapter {
                 )));
             }
             chosen.push((name, w));
-            hashes.push(
-                t["base_sha256"]
-                    .as_str()
-                    .ok_or_else(|| bad(format!("{name} has no base_sha256")))?
-                    .to_string(),
-            );
         }
-        let dims = check_targets(&config, &chosen)?;
+        check_targets(&file.config, &chosen)?;
         let mut step = Step::new(gpu, "adapter: decode quantized targets");
         let decoded = decode_quantized(&mut step, &chosen)?;
         step.submit()?;
         let weights = dense_weights(&chosen, &decoded);
-        for (((name, _), w), expected) in chosen
-            .iter()
-            .zip(read_many(gpu, &weights).await?)
-            .zip(&hashes)
-        {
+        for (t, w) in file.targets.iter().zip(read_many(gpu, &weights).await?) {
             let found = weight_hash(&w);
-            if &found != expected {
-                return Err(Error::AdapterMismatch(format!("the base weight of {name} is not the one the adapter was trained on (sha256 {found}, expected {expected})")));
+            if found != t.base_sha256 {
+                return Err(Error::AdapterMismatch(format!("the base weight of {} is not the one the adapter was trained on (sha256 {found}, expected {})", t.name, t.base_sha256)));
             }
         }
-
-        let tensor = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = file
-                .get(&name)
-                .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
-            if t.shape != shape {
-                return Err(bad(format!(
-                    "tensor {name} is {:?}, expected {shape:?}",
-                    t.shape
-                )));
-            }
-            Ok(t.values.clone())
-        };
-        let r = config.rank;
-        let mut bases = Vec::new();
-        let mut specs = Vec::new();
-        for ((name, _), &(m, n)) in chosen.iter().zip(&dims) {
-            bases.push(if config.kind.is_spectral_basis() {
-                Some(HostBasis {
-                    u: tensor(format!("{name}.u"), &[m, r])?,
-                    s: tensor(format!("{name}.s"), &[r])?,
-                    v: tensor(format!("{name}.v"), &[n, r])?,
-                })
-            } else {
-                None
-            });
-            // The same tensors a new adapter would have, with the file's values.
-            let mut layer_specs = initial_params(
-                &config,
-                name,
-                (m, n),
-                bases.last().and_then(Option::as_ref),
-                specs.len(),
-            )?;
-            for spec in &mut layer_specs {
-                spec.init = tensor(spec.name.clone(), &spec.shape)?;
-            }
-            specs.push(layer_specs);
-        }
-        Adapter::assemble(gpu, config, &chosen, bases, specs, hashes)
+        let hashes = file.targets.iter().map(|t| t.base_sha256.clone()).collect();
+        let (bases, specs) = file
+            .targets
+            .into_iter()
+            .map(|t| (t.basis, t.params))
+            .unzip();
+        Adapter::assemble(gpu, file.config, &chosen, bases, specs, hashes)
     }
+}
+
+/// An adapter file's contents, checked on their own: everything [`Adapter::load`] needs except
+/// the base weights (no GPU).
+#[derive(Debug, Clone)]
+pub struct AdapterFile {
+    pub config: AdapterConfig,
+    /// In the order the file lists them.
+    pub targets: Vec<FileTarget>,
+}
+
+/// One target of an adapter file.
+#[derive(Debug, Clone)]
+pub struct FileTarget {
+    pub name: String,
+    /// (m, n): the base weight's out × in.
+    pub shape: (usize, usize),
+    /// sha256 (hex) of the base weight the adapter was trained on.
+    pub base_sha256: String,
+    /// The band's U₁, S₁, V₁ (spectral kinds), `None` for LoRA.
+    pub basis: Option<HostBasis>,
+    /// The trainable tensors a new adapter of this config would have, with the file's values.
+    pub params: Vec<ParamSpec>,
+}
+
+/// Parses adapter-file bytes without a GPU: the format and its version, the metadata (kind,
+/// rank, band, targets with their shapes and base-weight sha256) and every tensor the targets
+/// need, each present with its shape. A malformed file is a named error, and nothing is
+/// allocated beyond what the file holds.
+///
+/// ```no_run
+/// # fn demo(bytes: &[u8]) -> spectune::Result<()> {
+/// let file = spectune::adapter::file::parse(bytes)?;
+/// println!("{} rank {} on {} targets", file.config.kind.name(), file.config.rank, file.targets.len());
+/// # Ok(()) }
+/// ```
+pub fn parse(bytes: &[u8]) -> Result<AdapterFile> {
+    let file = read(WHAT, bytes)?;
+    match file.metadata.get("format").map(String::as_str) {
+        Some(FORMAT) => {}
+        other => return Err(bad(format!("format is {other:?}, expected {FORMAT:?}"))),
+    }
+    let version = file
+        .metadata
+        .get("format_version")
+        .cloned()
+        .unwrap_or_default();
+    if version != FORMAT_VERSION.to_string() {
+        return Err(Error::UnsupportedVersion {
+            what: WHAT,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let meta: Value = serde_json::from_str(
+        file.metadata
+            .get("spectune")
+            .ok_or_else(|| bad("no \"spectune\" metadata"))?,
+    )
+    .map_err(|e| bad(format!("metadata is not JSON: {e}")))?;
+    let config = parse_config(&meta)?;
+    let r = config.rank;
+
+    let tensor = |name: String, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = file
+            .get(&name)
+            .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
+        if t.shape != shape {
+            return Err(bad(format!(
+                "tensor {name} is {:?}, expected {shape:?}",
+                t.shape
+            )));
+        }
+        Ok(t.values.clone())
+    };
+    let listed = meta["targets"]
+        .as_array()
+        .ok_or_else(|| bad("metadata has no targets"))?;
+    let mut targets = Vec::new();
+    for (layer, t) in listed.iter().enumerate() {
+        let name = t["name"]
+            .as_str()
+            .ok_or_else(|| bad("a target has no name"))?;
+        let (m, n) = match t["shape"].as_array().map(Vec::as_slice) {
+            Some([m, n]) => match (whole(m), whole(n)) {
+                (Some(m), Some(n)) if m > 0 && n > 0 => (m, n),
+                _ => {
+                    return Err(bad(format!(
+                        "{name} has shape {}, not two positive whole numbers",
+                        t["shape"]
+                    )))
+                }
+            },
+            _ => {
+                return Err(bad(format!(
+                    "{name} has shape {}, not [out, in]",
+                    t["shape"]
+                )))
+            }
+        };
+        let base_sha256 = t["base_sha256"]
+            .as_str()
+            .ok_or_else(|| bad(format!("{name} has no base_sha256")))?
+            .to_string();
+        let max = m.min(n);
+        if r == 0 || r > max {
+            return Err(Error::InvalidRank { rank: r, m, n, max });
+        }
+        // Every kind stores an m×r and an n×r tensor (r ≤ min(m, n) bounds the r×r ones), so a
+        // file too short for them is refused before any tensor of that size is allocated.
+        let floats = m
+            .checked_add(n)
+            .and_then(|mn| mn.checked_mul(r))
+            .filter(|&f| f <= bytes.len() / 4);
+        if floats.is_none() {
+            return Err(bad(format!(
+                "{name} ({m}×{n}) at rank {r} needs more values than the file's {} bytes hold",
+                bytes.len()
+            )));
+        }
+        let basis = if config.kind.is_spectral_basis() {
+            Some(HostBasis {
+                u: tensor(format!("{name}.u"), &[m, r])?,
+                s: tensor(format!("{name}.s"), &[r])?,
+                v: tensor(format!("{name}.v"), &[n, r])?,
+            })
+        } else {
+            None
+        };
+        // The same tensors a new adapter would have, with the file's values.
+        let mut params = initial_params(&config, name, (m, n), basis.as_ref(), layer)?;
+        for spec in &mut params {
+            spec.init = tensor(spec.name.clone(), &spec.shape)?;
+        }
+        targets.push(FileTarget {
+            name: name.to_string(),
+            shape: (m, n),
+            base_sha256,
+            basis,
+            params,
+        });
+    }
+    Ok(AdapterFile { config, targets })
+}
+
+/// A JSON whole number that fits in usize.
+fn whole(v: &Value) -> Option<usize> {
+    v.as_u64().and_then(|x| usize::try_from(x).ok())
 }
 
 fn parse_config(meta: &Value) -> Result<AdapterConfig> {
     let uint = |v: &Value, key: &str| {
-        v[key].as_u64().map(|x| x as usize).ok_or_else(|| {
+        whole(&v[key]).ok_or_else(|| {
             bad(format!(
                 "metadata field {key} is missing or not a whole number"
             ))
@@ -232,10 +304,21 @@ fn parse_config(meta: &Value) -> Result<AdapterConfig> {
             .ok_or_else(|| bad("metadata has no kind"))?,
     )?;
     let svd = &meta["svd"];
+    let (rank, band) = (uint(meta, "rank")?, uint(meta, "band")?);
+    // The band owns singular vectors [band·r, (band+1)·r): they must be countable.
+    if band
+        .checked_add(1)
+        .and_then(|b| b.checked_mul(rank))
+        .is_none()
+    {
+        return Err(bad(format!(
+            "band {band} of rank {rank} lies past any matrix"
+        )));
+    }
     Ok(AdapterConfig {
         kind,
-        rank: uint(meta, "rank")?,
-        band: uint(meta, "band")?,
+        rank,
+        band,
         train_singular_values: meta["train_singular_values"].as_bool().unwrap_or(false),
         lora_alpha: meta["lora_alpha"].as_f64().map(|a| a as f32),
         svd: SvdOptions {

@@ -6,15 +6,18 @@
 //!   R:    r' = r,  B' = U₁, A' = (R_U diag(S₁⊙c) R_Vᵀ − diag(S₁)) V₁ᵀ, α = r'
 //!   LoRA: r' = r,  B' = B, A' = A, α as trained
 //!   PiSSA (on W_res): r' = 2r, B' = [(α/r)·B, U₁], A' = [A; −diag(S₁)V₁ᵀ], α = r'
+//!
+//! [`read_peft`] reads such a pair of files back (no GPU), checking the config, the tensor
+//! names, shapes and rank.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
 use crate::adapter::{Adapter, AdapterKind, LayerParams};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
-use crate::io::safetensors::{write_f32, NamedTensor};
+use crate::io::safetensors::{read, write_f32, NamedTensor};
 
 /// The two files of a PEFT adapter directory.
 #[derive(Debug, Clone)]
@@ -193,4 +196,217 @@ impl Adapter {
             weights: write_f32("PEFT export", &tensors, metadata)?,
         })
     }
+}
+
+/// A PEFT LoRA adapter read back from its two files: every target's factors, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeftAdapter {
+    /// `r`: the rank of every factor pair.
+    pub r: usize,
+    pub lora_alpha: f32,
+    /// One per entry of `target_modules`, in that order.
+    pub layers: Vec<PeftLayer>,
+}
+
+/// One target's LoRA factors: ΔW = (lora_alpha / r)·B A.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeftLayer {
+    /// The module path, as in `target_modules`.
+    pub name: String,
+    /// Out × in of the adapted weight.
+    pub m: usize,
+    pub n: usize,
+    /// A, row-major (r × n).
+    pub lora_a: Vec<f32>,
+    /// B, row-major (m × r).
+    pub lora_b: Vec<f32>,
+}
+
+impl PeftAdapter {
+    /// PEFT's scaling without rsLoRA: lora_alpha / r.
+    pub fn scaling(&self) -> f32 {
+        self.lora_alpha / self.r as f32
+    }
+}
+
+const CONFIG: &str = "PEFT adapter_config.json";
+const WEIGHTS: &str = "PEFT adapter_model.safetensors";
+
+fn bad(what: &'static str, detail: impl Into<String>) -> Error {
+    Error::BadFile {
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// Reads a PEFT LoRA adapter as [`Adapter::export_peft`] writes it: `adapter_config.json` with
+/// peft_type LORA, a positive whole `r`, a finite `lora_alpha` and `target_modules` a list of
+/// module paths, and nothing that would make PEFT apply anything but W + (lora_alpha / r)·B A
+/// (rsLoRA, DoRA, fan_in_fan_out, biases, per-module rank or alpha patterns); and
+/// `adapter_model.safetensors` with exactly `base_model.model.<target>.lora_A.weight` (r × n)
+/// and `.lora_B.weight` (m × r) for every target, finite floats. Anything else is a named error.
+///
+/// ```no_run
+/// # fn demo(config_json: &[u8], weights: &[u8]) -> spectune::Result<()> {
+/// let peft = spectune::adapter::peft::read_peft(config_json, weights)?;
+/// for l in &peft.layers {
+///     println!("{}: {}×{} at rank {}", l.name, l.m, l.n, peft.r);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn read_peft(config_json: &[u8], weights: &[u8]) -> Result<PeftAdapter> {
+    let config: serde_json::Value =
+        serde_json::from_slice(config_json).map_err(|e| bad(CONFIG, format!("not JSON: {e}")))?;
+    let field = |key: &str| config.get(key).filter(|v| !v.is_null());
+    if !config.is_object() {
+        return Err(bad(CONFIG, "not a JSON object"));
+    }
+    match field("peft_type").and_then(|v| v.as_str()) {
+        Some("LORA") => {}
+        _ => {
+            return Err(bad(
+                CONFIG,
+                format!("peft_type is {:?}, expected \"LORA\"", config["peft_type"]),
+            ))
+        }
+    }
+    let r = field("r")
+        .and_then(|v| v.as_u64())
+        .and_then(|r| usize::try_from(r).ok())
+        .filter(|&r| r > 0)
+        .ok_or_else(|| {
+            bad(
+                CONFIG,
+                format!("r is {}, not a positive whole number", config["r"]),
+            )
+        })?;
+    let lora_alpha = field("lora_alpha")
+        .and_then(|v| v.as_f64())
+        .map(|a| a as f32)
+        .filter(|a| a.is_finite())
+        .ok_or_else(|| {
+            bad(
+                CONFIG,
+                format!(
+                    "lora_alpha is {}, not a finite number",
+                    config["lora_alpha"]
+                ),
+            )
+        })?;
+    for key in ["use_rslora", "use_dora", "fan_in_fan_out"] {
+        if field(key).is_some_and(|v| v != &json!(false)) {
+            return Err(bad(
+                CONFIG,
+                format!("{key} is {}; only a plain LoRA is read", config[key]),
+            ));
+        }
+    }
+    if field("bias").is_some_and(|v| v != "none") {
+        return Err(bad(
+            CONFIG,
+            format!("bias is {}, expected \"none\"", config["bias"]),
+        ));
+    }
+    for key in [
+        "rank_pattern",
+        "alpha_pattern",
+        "layers_to_transform",
+        "layers_pattern",
+        "modules_to_save",
+    ] {
+        if field(key).is_some_and(|v| v != &json!({}) && v != &json!([])) {
+            return Err(bad(
+                CONFIG,
+                format!("{key} is set ({}); only a plain LoRA is read", config[key]),
+            ));
+        }
+    }
+    let targets: Vec<&str> = field("target_modules")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.iter().map(|t| t.as_str()).collect::<Option<_>>())
+        .filter(|t: &Vec<&str>| !t.is_empty())
+        .ok_or_else(|| {
+            bad(
+                CONFIG,
+                format!(
+                    "target_modules is {}, not a non-empty list of module paths",
+                    config["target_modules"]
+                ),
+            )
+        })?;
+    let mut seen = HashSet::new();
+    if let Some(t) = targets.iter().find(|t| t.is_empty() || !seen.insert(**t)) {
+        return Err(bad(
+            CONFIG,
+            format!("target_modules has {t:?} twice or empty"),
+        ));
+    }
+
+    let file = read(WEIGHTS, weights)?;
+    if let Some((name, dtype)) = file.other_dtypes.first() {
+        return Err(bad(
+            WEIGHTS,
+            format!("tensor {name} is {dtype}; LoRA factors are F32, F16 or BF16"),
+        ));
+    }
+    let key = |t: &str, ab: &str| format!("base_model.model.{t}.lora_{ab}.weight");
+    let by_name: HashMap<&str, &NamedTensor> =
+        file.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let expected: HashSet<String> = targets
+        .iter()
+        .flat_map(|t| [key(t, "A"), key(t, "B")])
+        .collect();
+    if let Some(extra) = file.tensors.iter().find(|t| !expected.contains(&t.name)) {
+        return Err(bad(
+            WEIGHTS,
+            format!(
+                "tensor {} belongs to no module of target_modules",
+                extra.name
+            ),
+        ));
+    }
+    let mut layers = Vec::new();
+    for name in targets {
+        let factor = |ab: &str| {
+            let k = key(name, ab);
+            by_name.get(k.as_str()).ok_or(Error::MissingTensor {
+                what: WEIGHTS,
+                name: k,
+            })
+        };
+        let (a, b) = (factor("A")?, factor("B")?);
+        let (n, m) = match (a.shape.as_slice(), b.shape.as_slice()) {
+            (&[ra, n], &[m, rb]) if ra == r && rb == r => (n, m),
+            _ => {
+                return Err(bad(
+                    WEIGHTS,
+                    format!(
+                    "{name}: lora_A is {:?} and lora_B is {:?}, expected [{r}, in] and [out, {r}]",
+                    a.shape, b.shape
+                ),
+                ))
+            }
+        };
+        if m == 0 || n == 0 {
+            return Err(bad(
+                WEIGHTS,
+                format!("{name}: the adapted weight would be {m}×{n}"),
+            ));
+        }
+        if a.values.iter().chain(&b.values).any(|v| !v.is_finite()) {
+            return Err(bad(WEIGHTS, format!("{name}: the factors hold NaN or Inf")));
+        }
+        layers.push(PeftLayer {
+            name: name.to_string(),
+            m,
+            n,
+            lora_a: a.values.clone(),
+            lora_b: b.values.clone(),
+        });
+    }
+    Ok(PeftAdapter {
+        r,
+        lora_alpha,
+        layers,
+    })
 }
