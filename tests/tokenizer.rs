@@ -35,6 +35,27 @@ const SENTENCES: [&str; 7] = [
      inside it and the last kept token is a word piece, not the final full stop.",
 ];
 
+/// Characters where a hand-written tokenizer could part from the library: added tokens inside a
+/// text, case mappings that grow, marks, scripts without spaces, controls, unassigned and
+/// post-Unicode-9 characters, CJK blocks (U+2B820 lies in BERT's range but not the library's),
+/// compatibility forms, and a word over the 100-character limit.
+const STRESS: [&str; 14] = [
+    "[CLS] inside [SEP] a text [MASK], and [cls] in lower case, [PAD][UNK]",
+    "İstanbul ΣΊΣΥΦΟΣ straße ǅungla Åström e\u{301} a\u{301}\u{327}",
+    "new emoji 🥰🫠 and old 😀, unassigned \u{40000} private \u{e000}",
+    "nul\u{0} repl\u{fffd} del\u{7f} zwj\u{200d}x bom\u{feff}y shy\u{ad}z",
+    "नमस्ते दुनिया, 한국어 テスト ไทยภาษา العربية",
+    "x\u{3000}y\u{2028}z\u{85}w\u{a0}v\u{1680}u",
+    "𠀀 𪜀 \u{2b820} \u{2b920} \u{30000} 〇",
+    "$^`~|<>=+ «quotes» „de“ ‘single’ ¿qué? ¡sí!",
+    "１２３ fullwidth ＡＢＣ ﬁ ligature ℌ ① ½ ²",
+    "pneumonoultramicroscopicsilicovolcanoconiosis-pneumonoultramicroscopicsilicovolcanoconiosis-pneumonoultramicroscopicsilicovolcanoconiosis",
+    "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijk",
+    "don't won't y'all rock'n'roll",
+    "   \t leading and trailing whitespace \n\r\n ",
+    "a",
+];
+
 fn skip_or_fail(msg: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true but {msg}");
@@ -204,6 +225,23 @@ fn fixed_sentences_match_hugging_face_truncated() {
 }
 
 #[test]
+fn stress_texts_match_hugging_face() {
+    let (Some(tok), Some(json), Some(python)) = (tokenizer(), tokenizer_json(), python()) else {
+        return;
+    };
+    for max_len in [None, Some(12)] {
+        let ours = tok.encode_batch(&STRESS, max_len).unwrap();
+        assert_same(&ours, &reference(python, &json, &STRESS, max_len), &STRESS);
+    }
+    let ours = tok.encode_batch(&STRESS[..1], None).unwrap();
+    assert_eq!(
+        ours.ids[1..3],
+        [CLS, 2503],
+        "[CLS] written in a text is the token"
+    );
+}
+
+#[test]
 fn sentiment_sentences_match_hugging_face() {
     let (Some(tok), Some(json), Some(python)) = (tokenizer(), tokenizer_json(), python()) else {
         return;
@@ -277,5 +315,55 @@ fn a_malformed_tokenizer_json_is_an_error() {
             "{:?}",
             String::from_utf8_lossy(bad)
         );
+    }
+}
+
+#[test]
+fn components_not_read_here_are_refused_by_name() {
+    let json = spectune::reference::tokenizer::wordpiece_json(&["hello", "world"]);
+    let tok = Tokenizer::from_bytes(json.as_bytes()).unwrap();
+    assert_eq!(
+        tok.encode_batch(&["Hello, WORLD"], None).unwrap().ids,
+        [2, 4, 1, 5, 3]
+    );
+    for (from, to, needle) in [
+        (
+            "\"BertNormalizer\"",
+            "\"NFKC\"",
+            "normalizer.type is \"NFKC\"",
+        ),
+        (
+            "\"BertPreTokenizer\"",
+            "\"Metaspace\"",
+            "pre_tokenizer.type is \"Metaspace\"",
+        ),
+        ("\"WordPiece\"", "\"Unigram\"", "model.type is \"Unigram\""),
+        (
+            "\"BertProcessing\"",
+            "\"RobertaProcessing\"",
+            "post_processor.type is \"RobertaProcessing\"",
+        ),
+        (
+            "\"unk_token\": \"[UNK]\"",
+            "\"unk_token\": \"[NOPE]\"",
+            "\"[NOPE]\" is not in model.vocab",
+        ),
+        (
+            "\"normalized\": false",
+            "\"normalized\": true",
+            "sets normalized",
+        ),
+        (
+            "\"max_input_chars_per_word\": 100",
+            "\"max_input_chars_per_word\": -1",
+            "not a count",
+        ),
+    ] {
+        let changed = json.replacen(from, to, 1);
+        assert_ne!(changed, json, "{from}");
+        match Tokenizer::from_bytes(changed.as_bytes()) {
+            Err(Error::Tokenizer(message)) => assert!(message.contains(needle), "{message}"),
+            other => panic!("{from} → {to}: {other:?}"),
+        }
     }
 }

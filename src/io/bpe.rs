@@ -1,5 +1,7 @@
-//! Byte-level BPE from a GGUF's tokenizer metadata (DESIGN.md §5: SmolLM2's tokenizer), built on
-//! the `tokenizers` crate's BPE model, so that a Llama-family GGUF needs no tokenizer.json.
+//! Byte-level BPE from a GGUF's tokenizer metadata (DESIGN.md §5: SmolLM2's tokenizer), so that a
+//! Llama-family GGUF needs no tokenizer.json. Written here (`split`, `merge`) rather than taken
+//! from the `tokenizers` crate, which would more than double the browser download;
+//! tests/bpe_tokenizer.rs checks every id against that library.
 //!
 //! What the GGUF holds and how it is used, for `tokenizer.ggml.model = "gpt2"`:
 //! - `tokenizer.ggml.tokens`: the vocabulary, id = index, each token written in GPT-2's byte
@@ -10,7 +12,7 @@
 //! - `tokenizer.ggml.pre`: how text is split before BPE. `"smollm"` (and `"starcoder"`, the same
 //!   rule) splits every digit off on its own, then applies GPT-2's regex: llama.cpp runs the
 //!   regexes `\p{N}` then GPT-2's, and SmolLM2's own tokenizer.json has `Digits(individual_digits)`
-//!   then `ByteLevel`, which is what is built here. `"gpt-2"` is GPT-2's regex alone. Any other
+//!   then `ByteLevel`, which is what `split` does. `"gpt-2"` is GPT-2's regex alone. Any other
 //!   value is refused: the split decides the ids, and a guess would give wrong ones silently;
 //! - `tokenizer.ggml.{bos,eos,unknown,padding}_token_id`, `tokenizer.ggml.add_{bos,eos}_token`;
 //! - `tokenizer.chat_template`: rendered by [`BpeTokenizer::chat_prompt`] when it is ChatML
@@ -36,17 +38,17 @@
 //! # Ok(()) }
 //! ```
 
-use tokenizers::decoders::byte_level::ByteLevel;
-use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::AddedToken;
+use std::collections::HashMap;
 
+use crate::io::added_tokens::{AddedTokens, Piece};
 use crate::io::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 
 mod chat;
+mod merge;
+mod split;
+
+use merge::Merges;
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
 const TOKEN_NORMAL: i64 = 1;
@@ -56,7 +58,15 @@ const TOKEN_USER_DEFINED: i64 = 4;
 /// A byte-level BPE tokenizer read from a GGUF file's metadata.
 #[derive(Clone)]
 pub struct BpeTokenizer {
-    inner: tokenizers::Tokenizer,
+    /// Token text (in GPT-2's byte alphabet) → id.
+    vocab: HashMap<String, u32>,
+    merges: Merges,
+    /// The id of each single byte's token.
+    byte_ids: [Option<u32>; 256],
+    /// Control and user-defined tokens, matched whole in the raw text.
+    added: AddedTokens,
+    /// Whether every numeric character is cut out on its own before GPT-2's split.
+    digits_apart: bool,
     /// Each token's bytes, by id: what it contributes to decoded text.
     pieces: Vec<Box<[u8]>>,
     /// Whether each token is a control token (`<|im_end|>`), by id.
@@ -82,7 +92,7 @@ impl BpeTokenizer {
                 "tokenizer.ggml.model is {model:?}; only \"gpt2\" (byte-level BPE) is read here"
             )));
         }
-        let pre = pre_tokenizer(file)?;
+        let digits_apart = digits_apart(file)?;
         if flag(file, "tokenizer.ggml.add_space_prefix")? {
             return Err(Error::Tokenizer(
                 "tokenizer.ggml.add_space_prefix is true; only false is supported".into(),
@@ -107,7 +117,7 @@ impl BpeTokenizer {
             )));
         }
 
-        let mut vocab = Vocab::with_capacity(n);
+        let mut vocab = HashMap::with_capacity(n);
         for (id, token) in tokens.iter().enumerate() {
             if let Some(first) = vocab.insert(token.clone(), id as u32) {
                 return Err(Error::Tokenizer(format!(
@@ -115,35 +125,39 @@ impl BpeTokenizer {
                 )));
             }
         }
-        let merges = file
+        // A pair listed twice keeps its later priority, as in the `tokenizers` library.
+        let mut merges = Merges::new();
+        for (rank, merge) in file
             .get_str_array("tokenizer.ggml.merges")?
             .iter()
             .enumerate()
-            .map(|(i, merge)| split_merge(&vocab, i, merge))
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(format!("cannot build the BPE model: {e}")))?;
+        {
+            let (a, b, merged) = split_merge(&vocab, rank, merge)?;
+            merges.insert((a, b), (rank as u32, merged));
+        }
 
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre));
-        inner.with_decoder(Some(ByteLevel::default()));
         let control: Vec<bool> = types.iter().map(|&t| t == TOKEN_CONTROL).collect();
-        // Control tokens are special (matched whole, skippable in decoding); user-defined ones
-        // are matched whole but are ordinary text. An empty token can match nothing.
-        let added = |kind: i64, special: bool| -> Vec<AddedToken> {
+        // Control tokens (special, skippable in decoding) and user-defined ones (ordinary text)
+        // are both matched whole.
+        let added = AddedTokens::new(
             tokens
                 .iter()
                 .zip(&types)
-                .filter(|(t, &ty)| ty == kind && !t.is_empty())
-                .map(|(t, _)| AddedToken::from(t.as_str(), special).normalized(false))
-                .collect()
-        };
-        inner.add_special_tokens(&added(TOKEN_CONTROL, true));
-        inner.add_tokens(&added(TOKEN_USER_DEFINED, false));
+                .enumerate()
+                .filter(|(_, (_, &ty))| ty == TOKEN_CONTROL || ty == TOKEN_USER_DEFINED)
+                .map(|(id, (token, _))| (token.as_str(), id as u32)),
+        );
 
         let alphabet = byte_alphabet();
+        let mut byte_ids = [None; 256];
+        for (c, byte) in alphabet.iter().enumerate() {
+            if let Some(byte) = byte {
+                let c = char::from_u32(c as u32)
+                    .map(String::from)
+                    .unwrap_or_default();
+                byte_ids[*byte as usize] = vocab.get(&c).copied();
+            }
+        }
         let pieces = tokens
             .iter()
             .zip(&control)
@@ -165,7 +179,11 @@ impl BpeTokenizer {
             Error::Tokenizer("tokenizer.ggml.eos_token_id is missing: generation needs it".into())
         })?;
         Ok(Self {
-            inner,
+            vocab,
+            merges,
+            byte_ids,
+            added,
+            digits_apart,
             pieces,
             control,
             bos: id("tokenizer.ggml.bos_token_id")?,
@@ -189,17 +207,22 @@ impl BpeTokenizer {
     /// `tokenizer.ggml.add_bos_token` is true, EOS at the end when `add_eos_token` is (both
     /// absent or false for SmolLM2, as in its own tokenizer.json: nothing is added).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(format!("cannot encode {:?}: {e}", excerpt(text))))?;
-        let mut ids = Vec::with_capacity(encoding.len() + 2);
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.add_bos {
             if let Some(bos) = self.bos {
                 ids.push(bos);
             }
         }
-        ids.extend_from_slice(encoding.get_ids());
+        for piece in self.added.split(text) {
+            match piece {
+                Piece::Token(id) => ids.push(id),
+                Piece::Text(text) => {
+                    for word in split::split(text, self.digits_apart) {
+                        self.push_word(word, &mut ids);
+                    }
+                }
+            }
+        }
         if add_special && self.add_eos {
             ids.push(self.eos);
         }
@@ -211,17 +234,22 @@ impl BpeTokenizer {
     /// outside the vocabulary is an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.check_ids(ids)?;
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| Error::Tokenizer(format!("cannot decode: {e}")))
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| &*self.pieces[id as usize])
+            .copied()
+            .collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Like [`BpeTokenizer::decode`], without the control tokens.
     pub fn decode_skipping_control(&self, ids: &[u32]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| Error::Tokenizer(format!("cannot decode: {e}")))
+        let kept: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| !self.is_control(id))
+            .collect();
+        self.decode(&kept)
     }
 
     /// The bytes token `id` stands for: one or more bytes of UTF-8 text, possibly part of a
@@ -240,7 +268,7 @@ impl BpeTokenizer {
 
     /// The id of a token written in the vocabulary's form (`"<|im_end|>"`, `"Ġthe"`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        self.vocab.get(token).copied()
     }
 
     /// The end-of-sequence id; generation stops there (`<|im_end|>`, 2, for SmolLM2-Instruct).
@@ -287,6 +315,18 @@ impl BpeTokenizer {
             .as_deref()
             .ok_or_else(|| Error::Tokenizer("the file has no tokenizer.chat_template".into()))?;
         Ok(chat::ChatTemplate::recognise(template)?.render(messages, add_generation_prompt))
+    }
+
+    /// Appends the ids of one word from the split: its bytes, merged. A byte the vocabulary
+    /// has no token for (SmolLM2 has none for 0xf1, which starts U+40000..U+7FFFF) is dropped,
+    /// as Hugging Face's `tokenizers` drops it when the model names no unknown token.
+    fn push_word(&self, word: &str, ids: &mut Vec<u32>) {
+        let mut word_ids: Vec<u32> = word
+            .bytes()
+            .filter_map(|byte| self.byte_ids[byte as usize])
+            .collect();
+        merge::merge(&self.merges, &mut word_ids);
+        ids.append(&mut word_ids);
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
@@ -375,12 +415,9 @@ impl StreamDecoder {
     }
 }
 
-/// The split before BPE named by `tokenizer.ggml.pre`: llama.cpp's regex list for that name, as
-/// the `tokenizers` crate's pre-tokenizers. ByteLevel without a prefix space applies GPT-2's
-/// regex and maps bytes to its alphabet; `Digits(true)` first isolates every numeric character,
-/// which is llama.cpp's `\p{N}` pass (and SmolLM2's tokenizer.json).
-fn pre_tokenizer(file: &GgufFile) -> Result<PreTokenizerWrapper> {
-    let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
+/// How text is split before BPE, named by `tokenizer.ggml.pre` (llama.cpp's names): whether
+/// numeric characters are cut out first (`"smollm"`, `"starcoder"`) or not (`"gpt-2"`).
+fn digits_apart(file: &GgufFile) -> Result<bool> {
     let Some(value) = file.get("tokenizer.ggml.pre") else {
         return Err(Error::Tokenizer(
             "tokenizer.ggml.pre is missing: without it the text split, and so the ids, cannot \
@@ -389,13 +426,8 @@ fn pre_tokenizer(file: &GgufFile) -> Result<PreTokenizerWrapper> {
         ));
     };
     match value.as_str() {
-        Some("smollm" | "starcoder") => {
-            let digits = PreTokenizerWrapper::Digits(Digits::new(true));
-            Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
-                digits, byte_level,
-            ])))
-        }
-        Some("gpt-2") => Ok(byte_level),
+        Some("smollm" | "starcoder") => Ok(true),
+        Some("gpt-2") => Ok(false),
         Some(other) => Err(Error::Tokenizer(format!(
             "tokenizer.ggml.pre is {other:?}; the pre-tokenizers read here are \"smollm\", \
              \"starcoder\" and \"gpt-2\""
@@ -416,9 +448,9 @@ fn flag(file: &GgufFile, key: &str) -> Result<bool> {
     }
 }
 
-/// `"a b"` into `("a", "b")`, each side and their join in the vocabulary. Byte-level tokens
-/// never hold a space (space is `Ġ`), so exactly one space separates the two.
-fn split_merge(vocab: &Vocab, i: usize, merge: &str) -> Result<(String, String)> {
+/// `"a b"` into the ids of `a`, `b` and `ab`, each of which must be in the vocabulary.
+/// Byte-level tokens never hold a space (space is `Ġ`), so exactly one space separates the two.
+fn split_merge(vocab: &HashMap<String, u32>, i: usize, merge: &str) -> Result<(u32, u32, u32)> {
     let bad = |why: &str| {
         Error::Tokenizer(format!(
             "tokenizer.ggml.merges[{i}] is {:?}: {why}",
@@ -430,12 +462,13 @@ fn split_merge(vocab: &Vocab, i: usize, merge: &str) -> Result<(String, String)>
         .filter(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains(' '))
         .ok_or_else(|| bad("not two tokens separated by one space"))?;
     let joined = format!("{a}{b}");
-    for part in [a, b, &joined] {
-        if !vocab.contains_key(part) {
-            return Err(bad(&format!("{part:?} is not in tokenizer.ggml.tokens")));
-        }
-    }
-    Ok((a.to_owned(), b.to_owned()))
+    let id = |part: &str| {
+        vocab
+            .get(part)
+            .copied()
+            .ok_or_else(|| bad(&format!("{part:?} is not in tokenizer.ggml.tokens")))
+    };
+    Ok((id(a)?, id(b)?, id(&joined)?))
 }
 
 /// GPT-2's byte alphabet inverted, indexed by character: printable bytes (`!`..`~`, `¡`..`¬`,

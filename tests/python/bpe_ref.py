@@ -104,7 +104,9 @@ class PlainBpe:
     def bpe(self, word):
         if word in self.cache:
             return self.cache[word]
-        parts = list(word)
+        # A byte with no token (SmolLM2 has none for 0xf1, which starts U+40000..) is dropped,
+        # as the library does when the model has no unknown token.
+        parts = [c for c in word if c in self.ids]
         while len(parts) > 1:
             pairs = [(self.ranks.get(p, 1 << 40), i) for i, p in enumerate(zip(parts, parts[1:]))]
             rank, _ = min(pairs)
