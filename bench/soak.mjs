@@ -2,11 +2,12 @@
 // Soak run (issue 8): 2000 training steps in headless Chromium through the JS API, with the
 // library's GPU memory, the buffers it ever created, the wasm heap and the JS heap sampled every
 // 100 steps. After warm-up none of them should grow: a leaked tensor, bind group or JS wrapper
-// would show as steady growth. A generated two-layer decoder (LanguageModel.random) with a
-// spectral adapter stands in for the MLP, which the JS API does not expose.
+// would show as steady growth. It trains a generated two-layer decoder (LanguageModel.random)
+// with a spectral adapter, since the JS API does not expose the MLP; the MLP's own soak run is
+// tests/soak.rs (`npm run bench:soak`).
 // Prints a markdown table and the growth after warm-up; it never asserts (DESIGN.md §7).
 //
-//   npm run bench:soak                       # builds pkg/, then runs
+//   npm run bench:soak-js                    # builds pkg/, then runs
 //   node bench/soak.mjs --steps 2000 --every 100
 
 import { withBenchPage, withTimeout } from "./chromium.mjs";

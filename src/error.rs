@@ -20,9 +20,22 @@ pub enum Error {
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
 
-    /// The GPU reported a validation or out-of-memory error while running our commands.
+    /// The GPU reported an error (other than out of memory) while running our commands.
     #[error("the GPU reported an error: {0}")]
     Gpu(String),
+
+    /// The GPU (for a software adapter such as lavapipe, the host) could not allocate memory.
+    /// Nothing was retried; what was allocated before is intact and the device still works.
+    #[error(
+        "the GPU is out of memory: {what} could not be allocated{}. Free GPU memory (drop models and tensors no longer needed, Gpu::clear_pool) or use a smaller batch or model",
+        .bytes.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
+    )]
+    OutOfMemory {
+        /// The buffer that failed (a tensor's shape, or wgpu's call and label).
+        what: String,
+        /// Its size, where known.
+        bytes: Option<u64>,
+    },
 
     /// Two operands do not fit together.
     #[error("shape mismatch in {op}: {detail}")]

@@ -38,4 +38,4 @@ pub mod train;
 pub mod web;
 
 pub use error::{Error, Result};
-pub use gpu::{read_many, AdapterInfo, Gpu, KernelOp, Step, Tensor};
+pub use gpu::{read_many, AdapterInfo, Gpu, GpuOptions, KernelOp, Step, Tensor};

@@ -48,6 +48,33 @@ impl AdapterInfo {
     }
 }
 
+/// What [`Gpu::request_with`] asks the platform for. The default is what [`Gpu::request`] does:
+/// wgpu's backends (or `WGPU_BACKEND`), the high-performance adapter, its own limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuOptions {
+    /// Native backends to look on (Vulkan, Metal, DX12, GL). On the web the browser's WebGPU
+    /// is the only one, and [`Error::NoWebGpu`] comes first when it is missing.
+    pub backends: wgpu::Backends,
+    /// Which adapter to prefer where there are several (a discrete or an integrated GPU).
+    pub power_preference: wgpu::PowerPreference,
+    /// Only a software adapter (lavapipe, WARP, SwiftShader), even where a GPU exists.
+    pub force_fallback_adapter: bool,
+    /// Limits the device must have; `None`: the adapter's own (the most it allows). Asking
+    /// for more than the adapter allows is [`Error::DeviceRefused`] naming each limit.
+    pub required_limits: Option<wgpu::Limits>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            backends: wgpu::Backends::from_env().unwrap_or_default(),
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            force_fallback_adapter: false,
+            required_limits: None,
+        }
+    }
+}
+
 /// A GPU device and everything cached on it. Create one with [`Gpu::request`] and pass `&Gpu`
 /// to every operation: the device is the seam between spectune and the platform.
 pub struct Gpu {
@@ -59,7 +86,7 @@ pub struct Gpu {
     pub(crate) pool: Arc<BufferPool>,
     pub(crate) uniforms: UniformArena,
     /// The first error the device reported outside any call that could return it.
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<Error>>>,
     /// Why the device was lost, once it is.
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -74,7 +101,7 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// Finds an adapter (the browser's WebGPU, or whatever wgpu finds natively: a real GPU, or
-    /// lavapipe in CI) and opens a device with the adapter's own limits.
+    /// lavapipe in CI) and opens a device with the adapter's own limits: [`GpuOptions::default`].
     ///
     /// ```no_run
     /// # async fn demo() -> spectune::Result<()> {
@@ -83,28 +110,77 @@ impl Gpu {
     /// # Ok(()) }
     /// ```
     pub async fn request() -> Result<Gpu> {
+        Self::request_with(&GpuOptions::default()).await
+    }
+
+    /// Finds an adapter as `options` ask (backends, power preference, software fallback) and
+    /// opens a device with their required limits, or the adapter's own.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> spectune::Result<()> {
+    /// use spectune::{Gpu, GpuOptions};
+    /// let gpu = Gpu::request_with(&GpuOptions {
+    ///     backends: wgpu::Backends::VULKAN,
+    ///     power_preference: wgpu::PowerPreference::LowPower,
+    ///     ..GpuOptions::default()
+    /// })
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_with(options: &GpuOptions) -> Result<Gpu> {
         #[cfg(target_arch = "wasm32")]
         if !crate::gpu::web::has_webgpu() {
             return Err(Error::NoWebGpu);
         }
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let options = wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = options.backends;
+        let instance = wgpu::Instance::new(desc);
         let adapter = instance
-            .request_adapter(&options)
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                force_fallback_adapter: options.force_fallback_adapter,
+                ..Default::default()
+            })
             .await
-            .map_err(|e| Error::NoAdapter(e.to_string()))?;
-        Self::from_adapter(adapter).await
+            .map_err(|e| {
+                Error::NoAdapter(format!(
+                    "{e} (asked for backends: {}{}). Install a GPU driver (on Linux without a GPU, Mesa's lavapipe: mesa-vulkan-drivers), or ask for other backends (GpuOptions::backends, or WGPU_BACKEND)",
+                    backend_names(options.backends),
+                    if options.force_fallback_adapter { ", a software adapter only" } else { "" }
+                ))
+            })?;
+        Self::from_adapter_with_limits(adapter, options.required_limits.clone()).await
     }
 
     /// Opens a device on a given adapter, asking for the adapter's own limits (the WebGPU
     /// defaults cap storage bindings at 128 MiB and buffers at 256 MiB, too small for models).
     pub async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        Self::from_adapter_with_limits(adapter, None).await
+    }
+
+    /// Opens a device on a given adapter with `required_limits` (`None`: the adapter's own).
+    /// A limit beyond what the adapter allows is [`Error::DeviceRefused`], naming it.
+    pub async fn from_adapter_with_limits(
+        adapter: wgpu::Adapter,
+        required_limits: Option<wgpu::Limits>,
+    ) -> Result<Gpu> {
         let info = AdapterInfo::from_wgpu(&adapter.get_info());
-        let limits = adapter.limits();
+        let allowed = adapter.limits();
+        let limits = required_limits.unwrap_or_else(|| allowed.clone());
+        // Checked here rather than left to the driver, so that the error names every limit
+        // and the adapter, not only the first limit wgpu meets.
+        let mut over = Vec::new();
+        limits.check_limits_with_fail_fn(&allowed, false, |name, asked, most| {
+            over.push(format!("{name} {asked} (the adapter's limit is {most})"))
+        });
+        if !over.is_empty() {
+            return Err(Error::DeviceRefused(format!(
+                "{} ({}) cannot give the limits asked for: {}",
+                info.name,
+                info.backend,
+                over.join(", ")
+            )));
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("spectune"),
@@ -114,13 +190,24 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| Error::DeviceRefused(e.to_string()))?;
+            .map_err(|e| Error::DeviceRefused(format!("{} ({}): {e}", info.name, info.backend)))?;
 
-        let error = Arc::new(Mutex::new(None::<String>));
+        let error = Arc::new(Mutex::new(None::<Error>));
         let sink = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| e.to_string());
+            let e = match e {
+                // The pool's buffers are checked where they are made; this is anything else
+                // (a staging or uniform buffer, a bind group), named by wgpu's context.
+                wgpu::Error::OutOfMemory { source } => Error::OutOfMemory {
+                    what: format!(
+                        "a GPU object ({})",
+                        error_chain(&*source).trim_end_matches('.')
+                    ),
+                    bytes: None,
+                },
+                other => Error::Gpu(other.to_string()),
+            };
+            record(&sink, e);
         }));
         let lost = Arc::new(Mutex::new(None::<String>));
         let sink = lost.clone();
@@ -129,7 +216,7 @@ impl Gpu {
             slot.get_or_insert_with(|| format!("{reason:?}: {message}"));
         });
 
-        let pool = Arc::new(BufferPool::new(device.clone()));
+        let pool = Arc::new(BufferPool::new(device.clone(), error.clone()));
         let uniforms = UniformArena::new(limits.min_uniform_buffer_offset_alignment);
         Ok(Gpu {
             device,
@@ -158,7 +245,8 @@ impl Gpu {
         &self.info
     }
 
-    /// The limits the device was opened with (the adapter's own).
+    /// The limits the device was opened with (the adapter's own, or those
+    /// [`GpuOptions::required_limits`] asked for), lowered by [`Gpu::limit_buffers`].
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }
@@ -198,8 +286,8 @@ impl Gpu {
         if let Some(why) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(Error::DeviceLost(why));
         }
-        if let Some(msg) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(Error::Gpu(msg));
+        if let Some(e) = self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
         }
         Ok(())
     }
@@ -247,5 +335,33 @@ impl Gpu {
         rx.await
             .map_err(|_| Error::DeviceLost("the queue was dropped".into()))?;
         self.check()
+    }
+}
+
+/// Keeps the first of the device's asynchronous errors for [`Gpu::check`] to return.
+pub(crate) fn record(slot: &Mutex<Option<Error>>, e: Error) {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    slot.get_or_insert(e);
+}
+
+/// An error and its sources on one line: wgpu's `OutOfMemory` says only "Out of Memory", and
+/// its source says which call and which label.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        parts.push(s.to_string());
+        next = s.source();
+    }
+    parts.join(": ")
+}
+
+/// "VULKAN | GL", or "none".
+fn backend_names(backends: wgpu::Backends) -> String {
+    let names: Vec<&str> = backends.iter_names().map(|(name, _)| name).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(" | ")
     }
 }

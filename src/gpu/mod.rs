@@ -10,7 +10,7 @@ mod uniforms;
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod web;
 
-pub use context::{AdapterInfo, Gpu};
+pub use context::{AdapterInfo, Gpu, GpuOptions};
 pub use kernels::{Defines, Shader};
 pub use step::{KernelOp, Step};
 pub use tensor::{read_many, Tensor};

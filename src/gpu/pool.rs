@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::error::{Error, Result};
+
 /// Buffers at least this many bytes apart in size never share a bucket; a bucket is the size
 /// rounded up to this granularity (vec4 alignment and then some).
 const GRANULE: u64 = 256;
@@ -15,6 +17,10 @@ pub(crate) struct BufferPool {
     device: wgpu::Device,
     free: Mutex<PoolState>,
     offset_alignment: u64,
+    /// The device's error slot (`Gpu::check` returns it): where an allocation that fails
+    /// asynchronously (on the web) is reported.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    errors: Arc<Mutex<Option<Error>>>,
 }
 
 #[derive(Default)]
@@ -28,13 +34,14 @@ struct PoolState {
 }
 
 impl BufferPool {
-    pub(crate) fn new(device: wgpu::Device) -> Self {
+    pub(crate) fn new(device: wgpu::Device, errors: Arc<Mutex<Option<Error>>>) -> Self {
         let offset_alignment =
             u64::from(device.limits().min_storage_buffer_offset_alignment).max(4);
         BufferPool {
             device,
             free: Mutex::new(PoolState::default()),
             offset_alignment,
+            errors,
         }
     }
 
@@ -44,33 +51,88 @@ impl BufferPool {
     }
 
     /// A storage buffer of at least `bytes`, reused when one is free. Contents are undefined.
-    pub(crate) fn take(self: &Arc<Self>, bytes: u64, label: &str) -> PooledBuffer {
+    /// A new buffer the GPU has no memory for is [`Error::OutOfMemory`] naming `what`: at once
+    /// natively, at the next submit or read on the web (where the answer is a promise).
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        bytes: u64,
+        label: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<PooledBuffer> {
         let size = Self::bucket(bytes);
-        let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        let reused = state.by_size.get_mut(&size).and_then(Vec::pop);
-        let buffer = match reused {
-            Some(b) => {
+        let reused = {
+            let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let reused = state.by_size.get_mut(&size).and_then(Vec::pop);
+            if reused.is_some() {
                 state.pooled_bytes -= size;
-                b
             }
+            reused
+        };
+        let buffer = match reused {
+            Some(b) => b,
             None => {
+                let b = self.create(size, label, what)?;
+                let mut state = self.free.lock().unwrap_or_else(|p| p.into_inner());
                 state.allocated += 1;
                 state.held_bytes += size;
                 state.peak_bytes = state.peak_bytes.max(state.held_bytes);
-                self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
+                b
             }
         };
-        PooledBuffer {
+        Ok(PooledBuffer {
             buffer: Some(buffer),
             pool: Arc::clone(self),
+        })
+    }
+
+    /// A new storage buffer, inside an out-of-memory error scope so that a failed allocation
+    /// is named here rather than reported anonymously by a later submit. The pool makes new
+    /// buffers only until a workload's sizes are all pooled, so the scope costs nothing in a
+    /// training loop after its first step.
+    fn create(
+        &self,
+        size: u64,
+        label: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<wgpu::Buffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let popped = scope.pop();
+        let out_of_memory = |what: String| Error::OutOfMemory {
+            what,
+            bytes: Some(size),
+        };
+        // Natively wgpu decides while creating the buffer, so the future is already resolved:
+        // one poll, no wait.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use std::future::Future;
+            use std::task::{Context, Poll, Waker};
+            let mut popped = std::pin::pin!(popped);
+            if let Poll::Ready(Some(_)) = popped
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                return Err(out_of_memory(what()));
+            }
         }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (errors, e) = (self.errors.clone(), out_of_memory(what()));
+            wasm_bindgen_futures::spawn_local(async move {
+                if popped.await.is_some() {
+                    crate::gpu::context::record(&errors, e);
+                }
+            });
+        }
+        Ok(buffer)
     }
 
     fn give_back(&self, buffer: wgpu::Buffer) {

@@ -47,8 +47,9 @@ impl Tensor {
                 detail: format!("shape {shape:?} is too large"),
             })?;
         gpu.check()?;
-        gpu.check_buffer_size(|| format!("a tensor of shape {shape:?}"), bytes)?;
-        let buffer = Arc::new(gpu.pool.take(bytes, "tensor"));
+        let what = || format!("a tensor of shape {shape:?}");
+        gpu.check_buffer_size(what, bytes)?;
+        let buffer = Arc::new(gpu.pool.take(bytes, "tensor", what)?);
         Ok(Tensor {
             shape: shape.to_vec(),
             buffer,

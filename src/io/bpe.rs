@@ -61,8 +61,8 @@ pub struct BpeTokenizer {
     /// Token text (in GPT-2's byte alphabet) → id.
     vocab: HashMap<String, u32>,
     merges: Merges,
-    /// The id of each single byte's token.
-    byte_ids: [Option<u32>; 256],
+    /// The id of each single byte's token (boxed: 2 KiB would bloat every value holding one).
+    byte_ids: Box<[Option<u32>; 256]>,
     /// Control and user-defined tokens, matched whole in the raw text.
     added: AddedTokens,
     /// Whether every numeric character is cut out on its own before GPT-2's split.
@@ -149,7 +149,7 @@ impl BpeTokenizer {
         );
 
         let alphabet = byte_alphabet();
-        let mut byte_ids = [None; 256];
+        let mut byte_ids = Box::new([None; 256]);
         for (c, byte) in alphabet.iter().enumerate() {
             if let Some(byte) = byte {
                 let c = char::from_u32(c as u32)
