@@ -2,13 +2,13 @@
 // Worker. Option and result types are the main module's.
 import type {
   AdapterInfo, AdapterOptions, AdapterSummary, EvaluateOptions, Evaluation, Examples, FitOptions, FitReport,
-  ModelOptions, PeftFiles, TextGenerateOptions, TrainerOptions, TrainProgress,
+  GpuRequestOptions, ModelOptions, PeftFiles, TextGenerateOptions, TrainerOptions, TrainProgress,
 } from "../pkg/spectune.js";
 
 /** The worker that runs spectune, and the GPU it opened. */
 export declare class Spectune {
   /** Starts the worker, loads the wasm module there and opens the GPU (an Error without WebGPU). */
-  static start(): Promise<Spectune>;
+  static start(gpuOptions?: GpuRequestOptions): Promise<Spectune>;
   /** The GPU adapter the worker opened. */
   info: AdapterInfo;
   /** `Model.load` in the worker; `weights` is transferred, not copied. */

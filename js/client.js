@@ -39,12 +39,13 @@ export class Spectune {
 
   /**
    * Starts the worker, loads the wasm module there and opens the GPU.
+   * @param {import("../pkg/spectune.js").GpuRequestOptions} [gpuOptions] passed to `Gpu.request`
    * @returns {Promise<Spectune>}
    */
-  static async start() {
+  static async start(gpuOptions) {
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     const st = new Spectune(worker);
-    st.info = await st.call(0, "init", []);
+    st.info = await st.call(0, "init", [gpuOptions]);
     return st;
   }
 

@@ -40,9 +40,9 @@ function transferables(value, out = []) {
 }
 
 const module = {
-  async init() {
+  async init(gpuOptions) {
     await init();
-    gpu = await Gpu.request();
+    gpu = await Gpu.request(gpuOptions);
     return gpu.info;
   },
   async loadModel(weights, options) {

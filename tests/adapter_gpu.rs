@@ -521,6 +521,11 @@ fn bad_adapter_configurations_are_named_errors() {
     assert!(
         matches!(new(AdapterConfig::new(AdapterKind::SpectralAdditive, 3).band(2)), Error::InvalidAdapter(ref s) if s.contains("band 2"))
     );
+    // A band so far out that band × rank overflows is refused the same way, not a panic.
+    let far = usize::MAX / 2;
+    assert!(
+        matches!(new(AdapterConfig::new(AdapterKind::SpectralRotation, 3).band(far)), Error::InvalidAdapter(ref s) if s.contains(&format!("band {far}")))
+    );
     let err = block_on(Adapter::new(
         gpu,
         AdapterConfig::new(AdapterKind::Lora, 2),

@@ -16,17 +16,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{block_on, gpu};
-use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+use common::gpu;
+use common::peft_case::{peft_case, TARGETS};
+use spectune::adapter::{AdapterConfig, AdapterKind};
 use spectune::io::safetensors::{write_f32, NamedTensor};
-use spectune::reference::Rng;
-use spectune::{Gpu, Step, Tensor};
-
-/// Two targets of different shapes (m × n, out × in), named as in a BERT encoder.
-const TARGETS: [(&str, usize, usize); 2] = [
-    ("encoder.layer.0.attention.self.query", 12, 8),
-    ("encoder.layer.0.output.dense", 8, 16),
-];
+use spectune::Gpu;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/check_peft.py");
 
@@ -94,8 +88,7 @@ fn run_checker(python: &str, dir: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The export of `config` on random base weights with every trainable tensor moved to random
-/// nonzero values, written as peft/, base.safetensors and merged.safetensors into a fresh
+/// The case of `config` written as peft/, base.safetensors and merged.safetensors into a fresh
 /// directory; returns it and the merged weights.
 fn write_case(
     gpu: &Gpu,
@@ -103,65 +96,21 @@ fn write_case(
     label: &str,
     seed: u64,
 ) -> (PathBuf, Vec<NamedTensor>) {
-    let mut rng = Rng::new(seed);
-    let base: Vec<NamedTensor> = TARGETS
-        .iter()
-        .map(|&(name, m, n)| {
-            let w = (0..m * n).map(|_| rng.normal() as f32).collect();
-            NamedTensor::new(format!("{name}.weight"), &[m, n], w)
-        })
-        .collect();
-    let weights: Vec<Tensor> = base
-        .iter()
-        .map(|t| Tensor::from_slice(gpu, &t.shape, &t.values).unwrap())
-        .collect();
-    let targets: Vec<(&str, &Tensor)> = TARGETS.iter().map(|t| t.0).zip(weights.iter()).collect();
-    let adapter = block_on(Adapter::new(gpu, config, &targets)).unwrap();
-
-    // Random values around the initial ones (zeros, ones, Kaiming, PiSSA factors), all nonzero.
-    let values = block_on(adapter.params().read_values(gpu)).unwrap();
-    for (i, v) in values.iter().enumerate() {
-        let moved: Vec<f32> = v.iter().map(|&x| x + (rng.normal() * 0.3) as f32).collect();
-        assert!(
-            moved.iter().all(|&x| x != 0.0),
-            "{label}: a zero trainable value"
-        );
-        adapter.params().write(gpu, i, &moved).unwrap();
-    }
-
-    let mut step = Step::new(gpu, "peft export test: merge");
-    let merged: Vec<Tensor> = adapter
-        .layers()
-        .iter()
-        .map(|l| l.merged_weight(&mut step).unwrap())
-        .collect();
-    step.submit().unwrap();
-    let merged: Vec<NamedTensor> = merged
-        .iter()
-        .zip(&base)
-        .map(|(w, b)| NamedTensor::new(b.name.clone(), &b.shape, block_on(w.to_vec(gpu)).unwrap()))
-        .collect();
-    for (w, b) in merged.iter().zip(&base) {
-        let moved = w
-            .values
-            .iter()
-            .zip(&b.values)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            moved > 1e-3,
-            "{label}: training left {} unchanged; the check would be vacuous",
-            b.name
-        );
-    }
-
-    let export = block_on(adapter.export_peft(gpu)).unwrap();
+    let case = peft_case(gpu, config, label, seed);
     let dir = fresh_dir(label);
-    std::fs::write(dir.join("peft/adapter_config.json"), &export.config_json).unwrap();
-    std::fs::write(dir.join("peft/adapter_model.safetensors"), &export.weights).unwrap();
-    safetensors(&dir.join("base.safetensors"), &base);
-    safetensors(&dir.join("merged.safetensors"), &merged);
-    (dir, merged)
+    std::fs::write(
+        dir.join("peft/adapter_config.json"),
+        &case.export.config_json,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("peft/adapter_model.safetensors"),
+        &case.export.weights,
+    )
+    .unwrap();
+    safetensors(&dir.join("base.safetensors"), &case.base);
+    safetensors(&dir.join("merged.safetensors"), &case.merged);
+    (dir, case.merged)
 }
 
 /// Exports `config` and asserts that check_peft.py accepts it.

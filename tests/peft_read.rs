@@ -8,18 +8,12 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{block_on, gpu};
+use common::gpu;
+use common::peft_case::{peft_case, TARGETS};
 use spectune::adapter::peft::{read_peft, PeftAdapter};
-use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+use spectune::adapter::{AdapterConfig, AdapterKind};
 use spectune::io::safetensors::{write_f32, NamedTensor};
-use spectune::reference::Rng;
-use spectune::{Error, Step, Tensor};
-
-/// Two targets of different shapes (m × n, out × in).
-const TARGETS: [(&str, usize, usize); 2] = [
-    ("encoder.layer.0.attention.self.query", 12, 8),
-    ("encoder.layer.0.output.dense", 8, 16),
-];
+use spectune::Error;
 
 /// The PEFT check's tolerance (tests/python/check_peft.py): the factors are f32, and the
 /// merged weight is computed in f32 on the GPU, so an exact export agrees to ~1e-7 relative.
@@ -30,33 +24,8 @@ const REL_TOL: f64 = 1e-5;
 fn round_trip(config: AdapterConfig, seed: u64) {
     let Some(gpu) = gpu() else { return };
     let label = config.kind.name();
-    let mut rng = Rng::new(seed);
-    let base: Vec<Vec<f32>> = TARGETS
-        .iter()
-        .map(|&(_, m, n)| (0..m * n).map(|_| rng.normal() as f32).collect())
-        .collect();
-    let weights: Vec<Tensor> = TARGETS
-        .iter()
-        .zip(&base)
-        .map(|(&(_, m, n), w)| Tensor::from_slice(gpu, &[m, n], w).unwrap())
-        .collect();
-    let targets: Vec<(&str, &Tensor)> = TARGETS.iter().map(|t| t.0).zip(&weights).collect();
-    let adapter = block_on(Adapter::new(gpu, config, &targets)).unwrap();
-    let values = block_on(adapter.params().read_values(gpu)).unwrap();
-    for (i, v) in values.iter().enumerate() {
-        let moved: Vec<f32> = v.iter().map(|&x| x + (rng.normal() * 0.3) as f32).collect();
-        adapter.params().write(gpu, i, &moved).unwrap();
-    }
-    let mut step = Step::new(gpu, "peft read test: merge");
-    let merged: Vec<Tensor> = adapter
-        .layers()
-        .iter()
-        .map(|l| l.merged_weight(&mut step).unwrap())
-        .collect();
-    step.submit().unwrap();
-
-    let export = block_on(adapter.export_peft(gpu)).unwrap();
-    let peft = read_peft(export.config_json.as_bytes(), &export.weights)
+    let case = peft_case(gpu, config, label, seed);
+    let peft = read_peft(case.export.config_json.as_bytes(), &case.export.weights)
         .unwrap_or_else(|e| panic!("{label}: the export does not read back: {e}"));
     let r_out = match config.kind {
         AdapterKind::SpectralAdditive | AdapterKind::Pissa => 2 * config.rank,
@@ -65,18 +34,21 @@ fn round_trip(config: AdapterConfig, seed: u64) {
     assert_eq!(peft.r, r_out, "{label}");
     let names: Vec<&str> = peft.layers.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, TARGETS.map(|t| t.0), "{label}");
-    for ((l, &(_, m, n)), (w, merged)) in peft
+    for ((l, &(_, m, n)), (base, merged)) in peft
         .layers
         .iter()
         .zip(&TARGETS)
-        .zip(base.iter().zip(&merged))
+        .zip(case.base.iter().zip(&case.merged))
     {
         assert_eq!((l.m, l.n), (m, n), "{label}: {}", l.name);
-        let got = block_on(merged.to_vec(gpu)).unwrap();
-        let want = apply(&peft, l, w);
-        let (diff, norm) = got.iter().zip(&want).fold((0.0, 0.0), |(d, s), (&g, &w)| {
-            (d + (g as f64 - w).powi(2), s + w * w)
-        });
+        let want = apply(&peft, l, &base.values);
+        let (diff, norm) = merged
+            .values
+            .iter()
+            .zip(&want)
+            .fold((0.0, 0.0), |(d, s), (&g, &w)| {
+                (d + (g as f64 - w).powi(2), s + w * w)
+            });
         let rel = (diff / norm).sqrt();
         eprintln!("{label} {}: rel Frobenius err {rel:.2e}", l.name);
         assert!(rel <= REL_TOL, "{label} {}: {rel:e} > {REL_TOL:e}", l.name);

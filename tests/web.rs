@@ -80,7 +80,7 @@ async fn js_api_matmul_and_errors() {
     if gpu().await.is_none() {
         return;
     }
-    let gpu = JsGpu::request().await.unwrap();
+    let gpu = JsGpu::request(None).await.unwrap();
     let a = gpu.tensor(&[1., 2., 3., 4., 5., 6.], vec![2, 3]).unwrap();
     let b = gpu.tensor(&[1., 1., 1.], vec![3, 1]).unwrap();
     let c = gpu.matmul(&a, &b).unwrap();
@@ -149,7 +149,7 @@ async fn js_api_svd_and_its_errors() {
     if gpu().await.is_none() {
         return;
     }
-    let gpu = JsGpu::request().await.unwrap();
+    let gpu = JsGpu::request(None).await.unwrap();
     let values: Vec<f32> = (0..12 * 8)
         .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
         .collect();
@@ -201,7 +201,7 @@ async fn js_api_language_model_trains_and_generates() {
     if gpu().await.is_none() {
         return;
     }
-    let gpu = JsGpu::request().await.unwrap();
+    let gpu = JsGpu::request(None).await.unwrap();
 
     let err = JsLanguageModel::load(&gpu, b"GGUF but not really")
         .err()
@@ -512,12 +512,35 @@ async fn missing_webgpu_is_a_clear_error() {
         return; // this browser has no WebGPU to hide
     }
     js_sys::Reflect::delete_property(&prototype.clone().into(), &key).unwrap();
-    let result = JsGpu::request().await;
+    let result = JsGpu::request(None).await;
     js_sys::Reflect::define_property(&prototype.into(), &key, &descriptor.into()).unwrap();
     let message = js_sys::Error::from(result.err().expect("no WebGPU, no Gpu"))
         .message()
         .as_string()
         .unwrap();
     assert!(message.contains("WebGPU"), "{message}");
-    assert!(JsGpu::request().await.is_ok(), "navigator.gpu is back");
+    assert!(JsGpu::request(None).await.is_ok(), "navigator.gpu is back");
+}
+
+/// `Gpu.request(options)`: a low-power adapter is still an adapter; a misspelt preference is an
+/// Error naming the option and its values, before WebGPU is asked.
+#[wasm_bindgen_test]
+async fn gpu_request_options_are_read_and_checked() {
+    use spectune::web::JsGpu;
+    use wasm_bindgen::JsCast;
+    let options = |js: &str| Some(js_sys::eval(js).unwrap().unchecked_into());
+    assert!(
+        JsGpu::request(options("({ powerPreference: 'low-power' })"))
+            .await
+            .is_ok()
+    );
+    let result = JsGpu::request(options("({ powerPreference: 'fastest' })")).await;
+    let message = js_sys::Error::from(result.err().expect("a bad option is refused"))
+        .message()
+        .as_string()
+        .unwrap();
+    assert!(
+        message.contains("powerPreference") && message.contains("low-power"),
+        "{message}"
+    );
 }

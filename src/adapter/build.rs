@@ -71,7 +71,7 @@ pub(crate) fn check_targets(
         if r == 0 || r > max {
             return Err(Error::InvalidRank { rank: r, m, n, max });
         }
-        let end = config.band_start() + r;
+        let end = config.band_start().saturating_add(r);
         if config.kind.is_spectral_basis() && end > max {
             return Err(Error::InvalidAdapter(format!(
                 "band {} of rank {r} owns singular vectors {}..{end}, but {name} ({m}×{n}) has only {max}",

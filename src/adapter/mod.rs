@@ -125,9 +125,10 @@ impl AdapterConfig {
         self.lora_alpha.unwrap_or(self.rank as f32) / self.rank.max(1) as f32
     }
 
-    /// The first singular vector the band owns.
+    /// The first singular vector the band owns (saturating: a band beyond any matrix is
+    /// refused by the rank check, not an overflow).
     pub fn band_start(&self) -> usize {
-        self.band * self.rank
+        self.band.saturating_mul(self.rank)
     }
 }
 

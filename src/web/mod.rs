@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::linalg::{self, Gemm, MatmulKernel, Svd, SvdOptions, TileConfig};
-use crate::{Error, Step};
+use crate::{Error, GpuOptions, Step};
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -36,6 +36,13 @@ export interface GemmOptions {
   transA?: boolean; transB?: boolean; alpha?: number; beta?: number;
   /** Kernel override for benchmarks and tuning: "naive", or a workgroup of wx × wy invocations. */
   kernel?: "naive" | { wx: number; wy: number };
+}
+/** Options of `Gpu.request`: which adapter to ask the browser for. */
+export interface GpuRequestOptions {
+  /** "high-performance" (the default: a discrete GPU where there is one) or "low-power". */
+  powerPreference?: "high-performance" | "low-power";
+  /** Only the browser's software adapter, even where a GPU exists. */
+  forceFallbackAdapter?: boolean;
 }
 /** Options of `Gpu.svd`: oversampling p (default 10), power iterations q (default 2), seed (default 0). */
 export interface SvdOptions { oversample?: number; powerIters?: number; seed?: number }
@@ -64,6 +71,8 @@ extern "C" {
     pub type JsGemmOptions;
     #[wasm_bindgen(typescript_type = "SvdOptions")]
     pub type JsSvdOptions;
+    #[wasm_bindgen(typescript_type = "GpuRequestOptions")]
+    pub type JsGpuRequestOptions;
     #[wasm_bindgen(typescript_type = "Promise<SvdResult>")]
     pub type JsSvdPromise;
     #[wasm_bindgen(typescript_type = "Promise<SvdResult[]>")]
@@ -108,6 +117,32 @@ fn gemm_options(options: Option<JsGemmOptions>) -> Gemm {
     g
 }
 
+fn gpu_request_options(options: Option<JsGpuRequestOptions>) -> Result<GpuOptions, JsValue> {
+    let mut opts = GpuOptions::default();
+    let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) else {
+        return Ok(opts);
+    };
+    let preference = js_sys::Reflect::get(&o, &JsValue::from_str("powerPreference"))
+        .unwrap_or(JsValue::UNDEFINED);
+    opts.power_preference = match preference.as_string().as_deref() {
+        _ if preference.is_undefined() => opts.power_preference,
+        Some("high-performance") => wgpu::PowerPreference::HighPerformance,
+        Some("low-power") => wgpu::PowerPreference::LowPower,
+        _ => {
+            let given = preference
+                .as_string()
+                .map_or_else(|| "not a string".to_owned(), |s| format!("{s:?}"));
+            return Err(JsError::new(&format!(
+                "Gpu.request: powerPreference is {given}; use \"high-performance\" or \
+                 \"low-power\""
+            ))
+            .into());
+        }
+    };
+    opts.force_fallback_adapter = get_bool(&o, "forceFallbackAdapter").unwrap_or(false);
+    Ok(opts)
+}
+
 fn svd_options(options: Option<JsSvdOptions>) -> SvdOptions {
     let mut opts = SvdOptions::default();
     if let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) {
@@ -148,9 +183,10 @@ fn svd_to_js(svd: Svd, gpu: &Rc<crate::Gpu>) -> JsValue {
 #[wasm_bindgen(js_class = Gpu)]
 impl JsGpu {
     /// Opens the GPU with the adapter's own limits. Rejects with a clear `Error` when WebGPU is
-    /// missing or no adapter is available.
-    pub async fn request() -> Result<JsGpu, JsValue> {
-        let gpu = crate::Gpu::request().await.map_err(js_error)?;
+    /// missing, no adapter is available, the adapter refuses a device, or an option is wrong.
+    pub async fn request(options: Option<JsGpuRequestOptions>) -> Result<JsGpu, JsValue> {
+        let options = gpu_request_options(options)?;
+        let gpu = crate::Gpu::request_with(&options).await.map_err(js_error)?;
         Ok(JsGpu {
             inner: Rc::new(gpu),
         })

@@ -37,7 +37,8 @@ export interface ModelOptions {
   arch?: "bert" | "llama";
   /** BERT: the model's config.json, as text (required for BERT). */
   config?: string;
-  /** BERT: the model's tokenizer.json, as text (required for BERT). */
+  /** BERT: the model's tokenizer.json, as text (required for BERT): a WordPiece tokenizer with
+   * BERT's normalizer and pre-tokenizer, as BERT-family models have; other kinds are refused by name. */
   tokenizer?: string;
   /** BERT: classes of the classification head (default 2). */
   classes?: number;

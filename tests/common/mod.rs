@@ -26,3 +26,4 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 pub mod assets;
+pub mod peft_case;

@@ -22,35 +22,30 @@ pub(crate) struct BertNormalizer {
 impl BertNormalizer {
     /// The four steps in the library's order: clean, CJK, accents, lowercase.
     pub(crate) fn normalize(&self, text: &str) -> String {
-        let mut chars: Vec<char> = text.chars().collect();
-        if self.clean_text {
-            chars = chars
-                .into_iter()
-                .filter(|&c| !(c == '\0' || c == '\u{fffd}' || is_control(c)))
-                .map(|c| if is_whitespace(c) { ' ' } else { c })
-                .collect();
+        let mut out = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            let c = match self.clean_text {
+                true if c == '\0' || c == '\u{fffd}' || is_control(c) => continue,
+                true if is_whitespace(c) => ' ',
+                _ => c,
+            };
+            if self.handle_chinese_chars && is_chinese_char(c) {
+                out.extend([' ', c, ' ']);
+            } else {
+                out.push(c);
+            }
         }
-        if self.handle_chinese_chars {
-            chars = chars
-                .into_iter()
-                .flat_map(|c| match is_chinese_char(c) {
-                    true => vec![' ', c, ' '],
-                    false => vec![c],
-                })
-                .collect();
-        }
-        let mut text: String = chars.into_iter().collect();
         if self.strip_accents {
-            text = text
+            out = out
                 .nfd()
                 .map(|(c, _)| c)
                 .filter(|c| !c.is_mark_nonspacing())
                 .collect();
         }
         if self.lowercase {
-            text = text.chars().flat_map(char::to_lowercase).collect();
+            out = out.chars().flat_map(char::to_lowercase).collect();
         }
-        text
+        out
     }
 }
 
