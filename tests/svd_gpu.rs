@@ -5,7 +5,7 @@ mod common;
 
 use common::{block_on, gpu};
 use spectune::linalg::cholesky::{cholesky_inverse, flag};
-use spectune::linalg::{svd_truncated, svd_truncated_batch, Svd, SvdOptions};
+use spectune::linalg::{svd_truncated, svd_truncated_batch, Svd, SvdMethod, SvdOptions};
 use spectune::reference::{matrix_with_spectrum, svd_accuracy, Rng, SvdAccuracy};
 use spectune::{Error, Gpu, Tensor};
 
@@ -15,8 +15,20 @@ fn run(gpu: &Gpu, m: usize, n: usize, w: &[f32], r: usize, opts: SvdOptions) -> 
     let u = block_on(svd.u.to_vec(gpu)).unwrap();
     let v = block_on(svd.v.to_vec(gpu)).unwrap();
     let acc = svd_accuracy(m, n, w, &u, &svd.s, &v);
-    eprintln!("{m}×{n} r={r} q={}: {acc:?}", opts.power_iters);
+    eprintln!(
+        "{m}×{n} r={r} {:?}: {acc:?}\n  {:?}",
+        opts.method, svd.report
+    );
     (svd, acc)
+}
+
+/// Both methods with the default tolerances: the GPU's converged subspace iteration and the
+/// host's exact SVD.
+fn methods() -> [SvdOptions; 2] {
+    [SvdMethod::Iterative, SvdMethod::Exact].map(|method| SvdOptions {
+        method,
+        ..SvdOptions::default()
+    })
 }
 
 fn decay(k: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
@@ -28,10 +40,13 @@ fn decay(k: usize, f: impl Fn(usize) -> f64) -> Vec<f64> {
 fn exponential_decay_meets_targets() {
     let Some(gpu) = gpu() else { return };
     let w = matrix_with_spectrum(512, 256, &decay(256, |i| 0.9f64.powi(i as i32)), 1);
-    let (_, acc) = run(gpu, 512, 256, &w, 32, SvdOptions::default());
-    assert!(acc.sigma_rel_err <= 1e-4, "{acc:?}");
-    assert!(acc.angle_u <= 1e-2 && acc.angle_v <= 1e-2, "{acc:?}");
-    assert!(acc.residual_ratio <= 1.01, "{acc:?}");
+    for opts in methods() {
+        let (svd, acc) = run(gpu, 512, 256, &w, 32, opts);
+        assert!(svd.report.converged, "{:?}", svd.report);
+        assert!(acc.sigma_rel_err <= 1e-4, "{acc:?}");
+        assert!(acc.angle_u <= 1e-2 && acc.angle_v <= 1e-2, "{acc:?}");
+        assert!(acc.residual_ratio <= 1.01, "{acc:?}");
+    }
 }
 
 /// Tolerances below come from the measured figures with a margin of 3–10×; the f32 floor is
@@ -43,33 +58,28 @@ fn gaussian_random() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(5);
     let w: Vec<f32> = (0..200 * 150).map(|_| rng.normal() as f32).collect();
-    let (_, acc) = run(gpu, 200, 150, &w, 10, SvdOptions::default());
+    let (_, acc) = run(gpu, 200, 150, &w, 10, SvdOptions::fixed(2));
     assert!(
         acc.residual_ratio <= 1.05 && acc.sigma_rel_err <= 0.1,
         "{acc:?}"
     ); // measured 1.007, 0.047
+       // Converged, σ is right to its tolerance even here.
+    for opts in methods() {
+        let (_, acc) = run(gpu, 200, 150, &w, 10, opts);
+        assert!(
+            acc.residual_ratio <= 1.001 && acc.sigma_rel_err <= 1e-4,
+            "{acc:?}"
+        );
+    }
 }
 
 #[test]
-fn flat_power_law_improves_with_power_iterations() {
+fn flat_power_law_improves_with_power_iterations_and_converges() {
     let Some(gpu) = gpu() else { return };
     let w = matrix_with_spectrum(300, 200, &decay(200, |i| 1.0 / ((i + 1) as f64).sqrt()), 2);
     let accs: Vec<SvdAccuracy> = [0, 2, 8]
         .iter()
-        .map(|&q| {
-            run(
-                gpu,
-                300,
-                200,
-                &w,
-                16,
-                SvdOptions {
-                    power_iters: q,
-                    ..Default::default()
-                },
-            )
-            .1
-        })
+        .map(|&q| run(gpu, 300, 200, &w, 16, SvdOptions::fixed(q)).1)
         .collect();
     assert!(
         accs[2].residual_ratio < accs[1].residual_ratio
@@ -80,6 +90,13 @@ fn flat_power_law_improves_with_power_iterations() {
         accs[2].residual_ratio <= 1.0001 && accs[2].sigma_rel_err <= 2e-3,
         "{accs:?}"
     ); // measured 1.000008, 1.9e-4
+    let (svd, acc) = run(gpu, 300, 200, &w, 16, methods()[0]);
+    assert!(
+        svd.report.converged && svd.report.iterations > 8,
+        "{:?}",
+        svd.report
+    );
+    assert!(acc.sigma_rel_err <= 1e-5 && acc.angle_u <= 1e-2, "{acc:?}");
 }
 
 #[test]
@@ -89,9 +106,9 @@ fn clustered_and_repeated_singular_values() {
     sigma.extend([0.5; 8]);
     sigma.extend(decay(100, |i| 0.1 * 0.9f64.powi(i as i32)));
     let w = matrix_with_spectrum(160, 120, &sigma, 3);
-    for r in [8, 16] {
+    for (r, opts) in [8, 16].into_iter().flat_map(|r| methods().map(|o| (r, o))) {
         // r at the edge of a cluster: the subspace is well defined even though its vectors are not.
-        let (_, acc) = run(gpu, 160, 120, &w, r, SvdOptions::default());
+        let (_, acc) = run(gpu, 160, 120, &w, r, opts);
         assert!(
             acc.sigma_rel_err <= 1e-5
                 && acc.angle_u <= 1e-3
@@ -109,31 +126,36 @@ fn rank_deficient_takes_the_stable_fallback() {
     let (m, n, r) = (100, 80, 8);
     let w = matrix_with_spectrum(m, n, &decay(5, |i| 1.0 + i as f64), 4);
     let t = Tensor::from_slice(gpu, &[m, n], &w).unwrap();
-    let (mut svds, stats) =
-        block_on(svd_truncated_batch(gpu, &[&t], r, &SvdOptions::default())).unwrap();
-    assert!(stats.fallbacks > 0, "{stats:?}");
-    let svd = svds.pop().unwrap();
-    let u = block_on(svd.u.to_vec(gpu)).unwrap();
-    let v = block_on(svd.v.to_vec(gpu)).unwrap();
-    let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
-    assert!(
-        acc.sigma_rel_err <= 1e-5
-            && acc.angle_u <= 1e-4
-            && acc.angle_v <= 1e-4
-            && acc.residual_ratio <= 1e-5,
-        "{acc:?}"
-    );
-    // The basis is completed with orthonormal columns: UᵀU = I, zeros after σ₅.
-    for a in 0..r {
-        for b in 0..r {
-            let dot: f32 = (0..m).map(|i| u[i * r + a] * u[i * r + b]).sum();
-            assert!(
-                (dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5,
-                "UᵀU[{a},{b}] = {dot}"
-            );
+    for opts in methods() {
+        let (mut svds, stats) = block_on(svd_truncated_batch(gpu, &[&t], r, &opts)).unwrap();
+        assert_eq!(
+            stats.fallbacks > 0,
+            opts.method == SvdMethod::Iterative,
+            "{stats:?}"
+        );
+        let svd = svds.pop().unwrap();
+        let u = block_on(svd.u.to_vec(gpu)).unwrap();
+        let v = block_on(svd.v.to_vec(gpu)).unwrap();
+        let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
+        assert!(
+            acc.sigma_rel_err <= 1e-5
+                && acc.angle_u <= 1e-4
+                && acc.angle_v <= 1e-4
+                && acc.residual_ratio <= 1e-5,
+            "{acc:?}"
+        );
+        // The basis is completed with orthonormal columns: UᵀU = I, zeros after σ₅.
+        for a in 0..r {
+            for b in 0..r {
+                let dot: f32 = (0..m).map(|i| u[i * r + a] * u[i * r + b]).sum();
+                assert!(
+                    (dot - if a == b { 1.0 } else { 0.0 }).abs() < 1e-5,
+                    "UᵀU[{a},{b}] = {dot}"
+                );
+            }
         }
+        assert!(svd.s[5..].iter().all(|&s| s.abs() < 1e-5), "{:?}", svd.s);
     }
-    assert!(svd.s[5..].iter().all(|&s| s.abs() < 1e-5), "{:?}", svd.s);
 }
 
 #[test]
@@ -149,13 +171,15 @@ fn tall_wide_and_extreme_ranks() {
         (40, 300, &wide, 40),
         (300, 40, &tall, 40),
     ] {
-        let (_, acc) = run(gpu, m, n, w, r, SvdOptions::default());
-        // r = min(m, n): ℓ = r, the whole space, so the residual is exactly zero up to rounding.
-        assert!(
-            acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3,
-            "{m}×{n} r={r}: {acc:?}"
-        );
-        assert!(acc.residual_ratio <= 1.0001, "{m}×{n} r={r}: {acc:?}");
+        for opts in methods() {
+            let (_, acc) = run(gpu, m, n, w, r, opts);
+            // r = min(m, n): ℓ = r, the whole space, so the residual is exactly zero up to rounding.
+            assert!(
+                acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-3 && acc.angle_v <= 1e-3,
+                "{m}×{n} r={r}: {acc:?}"
+            );
+            assert!(acc.residual_ratio <= 1.0001, "{m}×{n} r={r}: {acc:?}");
+        }
     }
 }
 
@@ -164,46 +188,45 @@ fn deterministic_signs_and_seeds() {
     let Some(gpu) = gpu() else { return };
     let w = matrix_with_spectrum(64, 48, &decay(48, |i| 0.7f64.powi(i as i32)), 7);
     let t = Tensor::from_slice(gpu, &[64, 48], &w).unwrap();
-    let a = block_on(svd_truncated(gpu, &t, 6, &SvdOptions::default())).unwrap();
-    let b = block_on(svd_truncated(gpu, &t, 6, &SvdOptions::default())).unwrap();
-    let (ua, ub) = (
-        block_on(a.u.to_vec(gpu)).unwrap(),
-        block_on(b.u.to_vec(gpu)).unwrap(),
-    );
-    assert_eq!(ua, ub, "same seed, same result");
-    assert_eq!(a.s, b.s);
-    for j in 0..6 {
-        let biggest =
-            (0..64)
-                .map(|i| ua[i * 6 + j])
-                .fold(0.0f32, |acc, x| if x.abs() > acc.abs() { x } else { acc });
-        assert!(
-            biggest > 0.0,
-            "column {j}: largest-magnitude entry {biggest} must be positive"
+    for opts in methods() {
+        let a = block_on(svd_truncated(gpu, &t, 6, &opts)).unwrap();
+        let b = block_on(svd_truncated(gpu, &t, 6, &opts)).unwrap();
+        let (ua, ub) = (
+            block_on(a.u.to_vec(gpu)).unwrap(),
+            block_on(b.u.to_vec(gpu)).unwrap(),
         );
+        assert_eq!(ua, ub, "same seed, same result");
+        assert_eq!(a.s, b.s);
+        for j in 0..6 {
+            let biggest = (0..64).map(|i| ua[i * 6 + j]).fold(0.0f32, |acc, x| {
+                if x.abs() > acc.abs() {
+                    x
+                } else {
+                    acc
+                }
+            });
+            assert!(
+                biggest > 0.0,
+                "column {j}: largest-magnitude entry {biggest} must be positive"
+            );
+        }
+        // Another seed finds the same subspace (this spectrum has gaps), signs included.
+        let c = block_on(svd_truncated(gpu, &t, 6, &SvdOptions { seed: 99, ..opts })).unwrap();
+        let uc = block_on(c.u.to_vec(gpu)).unwrap();
+        let diff = ua
+            .iter()
+            .zip(&uc)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "seeds disagree by {diff}");
     }
-    // Another seed finds the same subspace (this spectrum has gaps), signs included.
-    let c = block_on(svd_truncated(
-        gpu,
-        &t,
-        6,
-        &SvdOptions {
-            seed: 99,
-            ..Default::default()
-        },
-    ))
-    .unwrap();
-    let uc = block_on(c.u.to_vec(gpu)).unwrap();
-    let diff = ua
-        .iter()
-        .zip(&uc)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(diff < 1e-3, "seeds disagree by {diff}");
 }
 
+/// A batch runs in lockstep: each batch of iterations and its check is one submit and one
+/// read for all matrices together, so the batch costs the round trips of its slowest matrix;
+/// a converged matrix leaves it. The exact method reads every matrix back at once.
 #[test]
-fn batch_matches_single_in_few_round_trips() {
+fn batch_matches_single_in_lockstep() {
     let Some(gpu) = gpu() else { return };
     let shapes = [(96, 64), (64, 96), (128, 128)];
     let ws: Vec<Vec<f32>> = shapes
@@ -223,59 +246,79 @@ fn batch_matches_single_in_few_round_trips() {
         .zip(&ws)
         .map(|(&(m, n), w)| Tensor::from_slice(gpu, &[m, n], w).unwrap())
         .collect();
-    let opts = SvdOptions::default();
-    let (svds, stats) = block_on(svd_truncated_batch(
-        gpu,
-        &ts.iter().collect::<Vec<_>>(),
-        8,
-        &opts,
-    ))
-    .unwrap();
-    // The whole subspace iteration of every matrix is one submit and one read.
-    assert_eq!(stats.round_trips, 1, "{stats:?}");
-    assert_eq!(stats.submits, 1, "{stats:?}");
-    assert_eq!(stats.fallbacks, 0);
-    for (((&(m, n), w), svd), t) in shapes.iter().zip(&ws).zip(&svds).zip(&ts) {
-        let single = block_on(svd_truncated(gpu, t, 8, &opts)).unwrap();
-        assert_eq!(svd.s, single.s, "{m}×{n}");
-        let u = block_on(svd.u.to_vec(gpu)).unwrap();
-        let v = block_on(svd.v.to_vec(gpu)).unwrap();
-        let acc = svd_accuracy(m, n, w, &u, &svd.s, &v);
-        assert!(
-            acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.01,
-            "{m}×{n}: {acc:?}"
-        );
+    for opts in methods() {
+        let (svds, stats) = block_on(svd_truncated_batch(
+            gpu,
+            &ts.iter().collect::<Vec<_>>(),
+            8,
+            &opts,
+        ))
+        .unwrap();
+        eprintln!("{:?}: {stats:?}", opts.method);
+        assert_eq!(stats.fallbacks, 0);
+        let mut slowest = 0;
+        for (((&(m, n), w), svd), t) in shapes.iter().zip(&ws).zip(&svds).zip(&ts) {
+            let (single, single_stats) =
+                block_on(svd_truncated_batch(gpu, &[t], 8, &opts)).unwrap();
+            slowest = slowest.max(single_stats.round_trips);
+            assert_eq!(svd.s, single[0].s, "{m}×{n}");
+            let u = block_on(svd.u.to_vec(gpu)).unwrap();
+            let v = block_on(svd.v.to_vec(gpu)).unwrap();
+            let acc = svd_accuracy(m, n, w, &u, &svd.s, &v);
+            assert!(
+                acc.sigma_rel_err <= 1e-5 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001,
+                "{m}×{n}: {acc:?}"
+            );
+        }
+        assert_eq!(stats.round_trips, slowest, "{stats:?}");
+        match opts.method {
+            SvdMethod::Exact => assert_eq!((stats.round_trips, stats.submits), (1, 0)),
+            _ => {
+                assert_eq!(stats.submits, stats.round_trips, "{stats:?}");
+                assert!(stats.iterations >= opts.check_every, "{stats:?}");
+            }
+        }
     }
 }
 
 #[test]
 fn bad_input_is_named() {
     let Some(gpu) = gpu() else { return };
-    let opts = SvdOptions::default();
+    for opts in methods() {
+        let w = Tensor::from_slice(gpu, &[4, 3], &[1.0; 12]).unwrap();
+        for r in [0, 4] {
+            let err = block_on(svd_truncated(gpu, &w, r, &opts)).unwrap_err();
+            assert!(matches!(err, Error::InvalidRank { max: 3, .. }), "{err}");
+        }
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut values = vec![1.0; 12];
+            values[5] = bad;
+            let t = Tensor::from_slice(gpu, &[4, 3], &values).unwrap();
+            let err = block_on(svd_truncated(gpu, &t, 2, &opts)).unwrap_err();
+            assert!(
+                matches!(err, Error::NonFinite(_)) && err.to_string().contains("NaN or Inf"),
+                "{err}"
+            );
+        }
+        let empty = Tensor::zeros(gpu, &[0, 5]).unwrap();
+        assert!(matches!(
+            block_on(svd_truncated(gpu, &empty, 1, &opts)),
+            Err(Error::EmptyMatrix { .. })
+        ));
+        let v = Tensor::zeros(gpu, &[5]).unwrap();
+        assert!(matches!(
+            block_on(svd_truncated(gpu, &v, 1, &opts)),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
     let w = Tensor::from_slice(gpu, &[4, 3], &[1.0; 12]).unwrap();
-    for r in [0, 4] {
-        let err = block_on(svd_truncated(gpu, &w, r, &opts)).unwrap_err();
-        assert!(matches!(err, Error::InvalidRank { max: 3, .. }), "{err}");
-    }
-    for bad in [f32::NAN, f32::INFINITY] {
-        let mut values = vec![1.0; 12];
-        values[5] = bad;
-        let t = Tensor::from_slice(gpu, &[4, 3], &values).unwrap();
-        let err = block_on(svd_truncated(gpu, &t, 2, &opts)).unwrap_err();
-        assert!(
-            matches!(err, Error::NonFinite(_)) && err.to_string().contains("NaN or Inf"),
-            "{err}"
-        );
-    }
-    let empty = Tensor::zeros(gpu, &[0, 5]).unwrap();
+    let nan_tol = SvdOptions {
+        sigma_tol: f32::NAN,
+        ..SvdOptions::default()
+    };
     assert!(matches!(
-        block_on(svd_truncated(gpu, &empty, 1, &opts)),
-        Err(Error::EmptyMatrix { .. })
-    ));
-    let v = Tensor::zeros(gpu, &[5]).unwrap();
-    assert!(matches!(
-        block_on(svd_truncated(gpu, &v, 1, &opts)),
-        Err(Error::ShapeMismatch { .. })
+        block_on(svd_truncated(gpu, &w, 1, &nan_tol)),
+        Err(Error::InvalidAdapter(_))
     ));
 }
 
@@ -285,11 +328,13 @@ fn wide_blocks() {
     // r = 60: ℓ = 72, wider than the matmul's register block and any workgroup.
     let (m, n, r) = (160, 100, 60);
     let w = matrix_with_spectrum(m, n, &decay(100, |i| 0.9f64.powi(i as i32)), 8);
-    let (_, acc) = run(gpu, m, n, &w, r, SvdOptions::default());
-    assert!(
-        acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001,
-        "{acc:?}"
-    );
+    for opts in methods() {
+        let (_, acc) = run(gpu, m, n, &w, r, opts);
+        assert!(
+            acc.sigma_rel_err <= 1e-4 && acc.angle_u <= 1e-2 && acc.residual_ratio <= 1.001,
+            "{acc:?}"
+        );
+    }
 }
 
 /// L⁻¹ of G = L Lᵀ in f64 (faer's Cholesky, then forward substitution), row-major.

@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 
 use crate::adapter::kernels::{scale_columns, RotationState, MAX_ROTATION_RANK};
 use crate::adapter::{
-    Adapter, AdapterConfig, AdapterKind, BaseWeight, Basis, Frozen, LayerAdapter, LayerParams,
+    Adapter, AdapterConfig, AdapterKind, BandSpectrum, BaseWeight, Basis, Frozen, LayerAdapter,
+    LayerParams,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
@@ -14,12 +15,14 @@ use crate::linalg::{copy, dequantize, gemm, svd_truncated_batch, Gemm};
 use crate::random::Rng;
 use crate::train::{ParamSpec, Params};
 
-/// A band's basis on the host: U₁ (m×r), S₁ (r), V₁ (n×r), row-major.
+/// A band's basis on the host: U₁ (m×r), S₁ (r), V₁ (n×r), row-major, and what the SVD that
+/// found it reached (none for files written before it was recorded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBasis {
     pub u: Vec<f32>,
     pub s: Vec<f32>,
     pub v: Vec<f32>,
+    pub spectrum: Option<BandSpectrum>,
 }
 
 /// sha256 of a weight's f32 values as little-endian bytes, in hex.
@@ -225,6 +228,7 @@ impl Adapter {
                         u: columns(&uv[0], width, start, r),
                         s: svd.s[start..].to_vec(),
                         v: columns(&uv[1], width, start, r),
+                        spectrum: Some(BandSpectrum::of_band(&svd.report, &svd.s, start)),
                     })
                 })
                 .collect()
@@ -260,6 +264,7 @@ impl Adapter {
             targets.iter().zip(dims).zip(bases.into_iter().zip(counts))
         {
             let r = config.rank;
+            let spectrum = basis.as_ref().and_then(|b| b.spectrum.clone());
             let basis = basis
                 .map(|b| -> Result<Basis> {
                     Ok(Basis {
@@ -320,6 +325,7 @@ impl Adapter {
                 band: config.band,
                 base,
                 basis,
+                spectrum,
                 params: layer_params,
             });
         }

@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use crate::adapter::build::{
     base_weights, check_targets, decode_quantized, dense_weights, initial_params, weight_hash,
 };
-use crate::adapter::{Adapter, AdapterConfig, AdapterKind, BaseWeight, HostBasis};
+use crate::adapter::{Adapter, AdapterConfig, AdapterKind, BandSpectrum, BaseWeight, HostBasis};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
 use crate::io::safetensors::{read, write_f32, NamedTensor};
-use crate::linalg::SvdOptions;
+use crate::linalg::{SvdMethod, SvdOptions};
 use crate::train::ParamSpec;
 
 /// The `format` metadata value of an adapter file.
@@ -72,7 +72,13 @@ impl Adapter {
             .layers
             .iter()
             .zip(&self.base_hashes)
-            .map(|(l, h)| json!({ "name": l.name, "shape": [l.m, l.n], "base_sha256": h }))
+            .map(|(l, h)| {
+                let mut t = json!({ "name": l.name, "shape": [l.m, l.n], "base_sha256": h });
+                if let Some(s) = &l.spectrum {
+                    t["spectrum"] = s.to_json();
+                }
+                t
+            })
             .collect();
         let config = json!({
             "kind": c.kind.name(),
@@ -81,7 +87,15 @@ impl Adapter {
             "train_singular_values": c.train_singular_values,
             "lora_alpha": c.lora_alpha,
             "seed": c.seed,
-            "svd": { "oversample": c.svd.oversample, "power_iters": c.svd.power_iters, "seed": c.svd.seed },
+            "svd": {
+                "method": c.svd.method.name(),
+                "oversample": c.svd.oversample,
+                "max_iters": c.svd.max_iters,
+                "check_every": c.svd.check_every,
+                "sigma_tol": c.svd.sigma_tol,
+                "angle_tol": c.svd.angle_tol,
+                "seed": c.svd.seed,
+            },
             "targets": targets,
         });
         let metadata = HashMap::from([
@@ -265,6 +279,7 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterFile> {
                 u: tensor(format!("{name}.u"), &[m, r])?,
                 s: tensor(format!("{name}.s"), &[r])?,
                 v: tensor(format!("{name}.v"), &[n, r])?,
+                spectrum: BandSpectrum::from_json(&t["spectrum"]),
             })
         } else {
             None
@@ -288,6 +303,45 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterFile> {
 /// A JSON whole number that fits in usize.
 fn whole(v: &Value) -> Option<usize> {
     v.as_u64().and_then(|x| usize::try_from(x).ok())
+}
+
+/// The SVD options a file records. Files written before the SVD converged on its own record
+/// a fixed `power_iters` count instead: that is what made their basis.
+fn parse_svd(svd: &Value) -> Result<SvdOptions> {
+    let uint = |key: &str| {
+        whole(&svd[key]).ok_or_else(|| {
+            bad(format!(
+                "metadata field svd.{key} is missing or not a whole number"
+            ))
+        })
+    };
+    let seed = svd["seed"].as_u64().unwrap_or(0);
+    if svd.get("power_iters").is_some() {
+        return Ok(SvdOptions {
+            oversample: uint("oversample")?,
+            seed,
+            ..SvdOptions::fixed(uint("power_iters")?)
+        });
+    }
+    let tol = |key: &str| {
+        svd[key].as_f64().map(|x| x as f32).ok_or_else(|| {
+            bad(format!(
+                "metadata field svd.{key} is missing or not a number"
+            ))
+        })
+    };
+    let method = svd["method"]
+        .as_str()
+        .ok_or_else(|| bad("metadata field svd.method is missing"))?;
+    Ok(SvdOptions {
+        method: SvdMethod::from_name(method).map_err(|e| bad(e.to_string()))?,
+        oversample: uint("oversample")?,
+        max_iters: uint("max_iters")?,
+        check_every: uint("check_every")?,
+        sigma_tol: tol("sigma_tol")?,
+        angle_tol: tol("angle_tol")?,
+        seed,
+    })
 }
 
 fn parse_config(meta: &Value) -> Result<AdapterConfig> {
@@ -321,11 +375,7 @@ fn parse_config(meta: &Value) -> Result<AdapterConfig> {
         band,
         train_singular_values: meta["train_singular_values"].as_bool().unwrap_or(false),
         lora_alpha: meta["lora_alpha"].as_f64().map(|a| a as f32),
-        svd: SvdOptions {
-            oversample: uint(svd, "oversample")?,
-            power_iters: uint(svd, "power_iters")?,
-            seed: svd["seed"].as_u64().unwrap_or(0),
-        },
+        svd: parse_svd(svd)?,
         seed: meta["seed"].as_u64().unwrap_or(0),
     })
 }

@@ -166,6 +166,7 @@ impl Adapter {
                     s: b.s.alias(),
                     v: b.v.alias(),
                 }),
+                spectrum: l.spectrum.clone(),
                 params: layer_params,
             });
         }

@@ -3,7 +3,7 @@
 //! dense weights merge, unmerge and fusion write.
 
 use crate::adapter::kernels::{add_bias, column_dots, scale_columns, RotationState};
-use crate::adapter::AdapterKind;
+use crate::adapter::{AdapterKind, BandSpectrum};
 use crate::error::{Error, Result};
 use crate::gpu::{Step, Tensor};
 use crate::linalg::{add, copy, dequantize, gemm, qgemm, Gemm, QuantMatrix};
@@ -168,6 +168,8 @@ pub struct LayerAdapter {
     pub band: usize,
     pub base: Frozen,
     pub basis: Option<Basis>,
+    /// What the SVD reached for the band (spectral kinds; none for older files).
+    pub spectrum: Option<BandSpectrum>,
     pub params: LayerParams,
 }
 

@@ -20,10 +20,12 @@ mod fusion;
 pub mod kernels;
 mod layer;
 pub mod peft;
+mod spectrum;
 
 pub use build::HostBasis;
 pub use fusion::{average, fuse, Fusion};
 pub use layer::{BaseWeight, Basis, Frozen, LayerAdapter, LayerParams, Saved};
+pub use spectrum::{BandSpectrum, CLUSTER_GAP};
 
 use crate::error::{Error, Result};
 use crate::linalg::SvdOptions;

@@ -1,5 +1,6 @@
-//! The truncated SVD's pieces that run on the host in f64 with faer: the ℓ×n SVD of B, and the
-//! Householder QR that orth() falls back on (ℓ = r + p is tens: these cost about a millisecond).
+//! The SVD's pieces that run on the host in f64 with faer: the ℓ×n SVD of B and the Householder
+//! QR that orth() falls back on (ℓ = r + p is tens: these cost about a millisecond), and the
+//! exact method's whole SVD of W.
 
 use faer::Mat;
 
@@ -24,7 +25,8 @@ pub(crate) fn householder_q(y: &[f32], m: usize, l: usize) -> Vec<f32> {
     from_mat(q.as_ref(), l)
 }
 
-/// The small SVD B = Ũ Σ Ṽᵀ of B (ℓ×n, ℓ ≤ n), truncated to r: (Ũ_r ℓ×r, σ_1..σ_r, Ṽ_r n×r).
+/// The SVD B = Ũ Σ Ṽᵀ of B (ℓ×n), vectors truncated to r: (Ũ_r ℓ×r, all ℓ
+/// singular values σ_1..σ_ℓ, Ṽ_r n×r).
 pub(crate) fn small_svd(
     b: &[f32],
     l: usize,
@@ -36,11 +38,11 @@ pub(crate) fn small_svd(
     let u_r = (0..l)
         .flat_map(|i| (0..r).map(move |j| u[(i, j)]))
         .collect();
-    let s_r = (0..r).map(|j| s[j]).collect();
+    let s_all = (0..l.min(n)).map(|j| s[j]).collect();
     let v_r = (0..n)
         .flat_map(|i| (0..r).map(move |j| v[(i, j)]))
         .collect();
-    Some((u_r, s_r, v_r))
+    Some((u_r, s_all, v_r))
 }
 
 #[cfg(test)]

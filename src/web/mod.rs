@@ -44,10 +44,24 @@ export interface GpuRequestOptions {
   /** Only the browser's software adapter, even where a GPU exists. */
   forceFallbackAdapter?: boolean;
 }
-/** Options of `Gpu.svd`: oversampling p (default 10), power iterations q (default 2), seed (default 0). */
-export interface SvdOptions { oversample?: number; powerIters?: number; seed?: number }
+/** Options of `Gpu.svd`. `method`: "auto" (the default: "exact" for min(m, n) ≤ 1024, else
+ * "iterative"), "exact" (the whole SVD on the host in f64) or "iterative" (subspace iteration
+ * on the GPU until converged: each σ to `sigmaTol`, default 1e-5 relative, each vector's angle
+ * bound to `angleTol`, default 1e-2 rad, checked every `checkEvery` = 4 iterations, at most
+ * `maxIters` = 96; oversampling `oversample` = 10). `powerIters` asks instead for exactly that
+ * many iterations with no convergence test. */
+export interface SvdOptions {
+  method?: "auto" | "exact" | "iterative"; oversample?: number; maxIters?: number;
+  checkEvery?: number; sigmaTol?: number; angleTol?: number; powerIters?: number; seed?: number;
+}
+/** What an SVD reached: per returned vector its residual ‖W v − σ u‖ / σ and its angle bound
+ * (radians), and σ_{r+1} (the gap at the edge is s[r-1] / nextSigma). */
+export interface SvdReport {
+  method: "exact" | "iterative"; iterations: number; converged: boolean;
+  residuals: Float32Array; angleBounds: Float32Array; nextSigma: number | null;
+}
 /** A truncated SVD W ≈ U diag(s) Vᵀ: U (m×r) and V (n×r) stay on the GPU. */
-export interface SvdResult { u: Tensor; s: Float32Array; v: Tensor }
+export interface SvdResult { u: Tensor; s: Float32Array; v: Tensor; report: SvdReport }
 "#;
 
 /// A GPU device (WebGPU). Create one with `await Gpu.request()`.
@@ -143,19 +157,60 @@ fn gpu_request_options(options: Option<JsGpuRequestOptions>) -> Result<GpuOption
     Ok(opts)
 }
 
-fn svd_options(options: Option<JsSvdOptions>) -> SvdOptions {
+fn svd_options(options: Option<JsSvdOptions>) -> Result<SvdOptions, JsValue> {
     let mut opts = SvdOptions::default();
-    if let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) {
-        let count = |key: &str, default: usize| {
-            get_f64(&o, key)
-                .filter(|v| *v >= 0.0)
-                .map_or(default, |v| v as usize)
-        };
-        opts.oversample = count("oversample", opts.oversample);
-        opts.power_iters = count("powerIters", opts.power_iters);
-        opts.seed = count("seed", 0) as u64;
+    let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) else {
+        return Ok(opts);
+    };
+    let count = |key: &str, default: usize| {
+        get_f64(&o, key)
+            .filter(|v| *v >= 0.0)
+            .map_or(default, |v| v as usize)
+    };
+    // `powerIters` asks for the old fixed count of iterations, with no convergence test.
+    if let Some(q) = get_f64(&o, "powerIters").filter(|v| *v >= 0.0) {
+        opts = SvdOptions::fixed(q as usize);
     }
-    opts
+    if let Some(method) = js_sys::Reflect::get(&o, &"method".into())
+        .ok()
+        .and_then(|v| v.as_string())
+    {
+        opts.method = linalg::SvdMethod::from_name(&method).map_err(js_error)?;
+    }
+    opts.oversample = count("oversample", opts.oversample);
+    opts.max_iters = count("maxIters", opts.max_iters);
+    opts.check_every = count("checkEvery", opts.check_every);
+    let tol = |key: &str, default: f32| get_f64(&o, key).map_or(default, |v| v as f32);
+    opts.sigma_tol = tol("sigmaTol", opts.sigma_tol);
+    opts.angle_tol = tol("angleTol", opts.angle_tol);
+    opts.seed = count("seed", 0) as u64;
+    Ok(opts)
+}
+
+/// An [`linalg::SvdReport`] as a plain JS object.
+fn svd_report_to_js(report: &linalg::SvdReport) -> js_sys::Object {
+    let obj = js_sys::Object::new();
+    set(&obj, "method", report.method.name());
+    set(&obj, "iterations", report.iterations as f64);
+    set(&obj, "converged", report.converged);
+    set(
+        &obj,
+        "residuals",
+        Float32Array::from(report.residuals.as_slice()),
+    );
+    set(
+        &obj,
+        "angleBounds",
+        Float32Array::from(report.angle_bounds.as_slice()),
+    );
+    set(
+        &obj,
+        "nextSigma",
+        report
+            .next_sigma
+            .map_or(JsValue::NULL, |s| JsValue::from(f64::from(s))),
+    );
+    obj
 }
 
 fn svd_to_js(svd: Svd, gpu: &Rc<crate::Gpu>) -> JsValue {
@@ -169,6 +224,7 @@ fn svd_to_js(svd: Svd, gpu: &Rc<crate::Gpu>) -> JsValue {
         },
     );
     set(&obj, "s", Float32Array::from(svd.s.as_slice()));
+    set(&obj, "report", svd_report_to_js(&svd.report));
     set(
         &obj,
         "v",
@@ -272,9 +328,10 @@ impl JsGpu {
     /// resolves to `{u, s, v}` with W ≈ U diag(s) Vᵀ. Rejects with a named Error for a rank
     /// outside 1..=min(m, n), NaN/Inf in W, or an empty or non-2D W.
     pub fn svd(&self, w: &JsTensor, rank: u32, options: Option<JsSvdOptions>) -> JsSvdPromise {
-        let (gpu, w, opts) = (self.inner.clone(), w.inner.clone(), svd_options(options));
+        let opts = svd_options(options);
+        let (gpu, w) = (self.inner.clone(), w.inner.clone());
         future_to_promise(async move {
-            let svd = linalg::svd_truncated(&gpu, &w, rank as usize, &opts)
+            let svd = linalg::svd_truncated(&gpu, &w, rank as usize, &opts?)
                 .await
                 .map_err(js_error)?;
             Ok(svd_to_js(svd, &gpu))
@@ -292,7 +349,7 @@ impl JsGpu {
         rank: u32,
         options: Option<JsSvdOptions>,
     ) -> Result<JsSvdBatchPromise, JsValue> {
-        let (gpu, opts) = (self.inner.clone(), svd_options(options));
+        let (gpu, opts) = (self.inner.clone(), svd_options(options)?);
         // Taking `Vec<Tensor>` would make JS give the caller's tensors up; converting a handle
         // from `clone()` instead leaves the caller's own.
         let ws = ws

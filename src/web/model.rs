@@ -61,7 +61,19 @@ export interface AdapterOptions {
   seed?: number;
 }
 /** What an adapter is. */
-export interface AdapterSummary { kind: string; rank: number; band: number; layers: number; trainable: number }
+export interface AdapterSummary {
+  kind: string; rank: number; band: number; layers: number; trainable: number;
+  /** Spectral kinds: per target, what the SVD reached for the band (see docs/ARCHITECTURE.md,
+   * "Spectrum"): the largest residual and angle bound (radians) of its vectors, and the gaps
+   * σ_{start−1}/σ_start and σ_{end−1}/σ_end at its edges; `edgeInCluster` when one is under 1.01. */
+  spectrum: BandSpectrum[];
+}
+/** One target's band in `AdapterSummary.spectrum`. */
+export interface BandSpectrum {
+  target: string; method: "exact" | "iterative"; iterations: number; converged: boolean;
+  maxResidual: number; maxAngle: number; gapAbove: number | null; gapBelow: number | null;
+  edgeInCluster: boolean;
+}
 /** A labelled text for a classifier. */
 export interface LabeledExample { text: string; label: number }
 /** Training examples: labelled texts for a classifier, plain texts for a language model. */
@@ -238,6 +250,23 @@ fn summary(adapter: Option<&Adapter>) -> JsValue {
     set(&obj, "band", a.config.band as f64);
     set(&obj, "layers", a.layers().len() as f64);
     set(&obj, "trainable", a.trainable_count() as f64);
+    let spectra = js_sys::Array::new();
+    for layer in a.layers() {
+        let Some(b) = &layer.spectrum else { continue };
+        let t = Object::new();
+        let gap = |g: Option<f32>| g.map_or(JsValue::NULL, |g| JsValue::from(f64::from(g)));
+        set(&t, "target", layer.name.as_str());
+        set(&t, "method", b.method.name());
+        set(&t, "iterations", b.iterations as f64);
+        set(&t, "converged", b.converged);
+        set(&t, "maxResidual", f64::from(b.max_residual));
+        set(&t, "maxAngle", f64::from(b.max_angle));
+        set(&t, "gapAbove", gap(b.gap_above));
+        set(&t, "gapBelow", gap(b.gap_below));
+        set(&t, "edgeInCluster", b.edge_in_cluster());
+        spectra.push(&t);
+    }
+    set(&obj, "spectrum", spectra);
     obj.into()
 }
 
