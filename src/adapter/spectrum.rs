@@ -6,7 +6,7 @@
 //! band and the next is then fixed by rounding more than by the weight. Adapters built from
 //! one base still own exactly orthogonal bands (the exact SVD is deterministic, and the basis
 //! is stored), but the edge's directions are the least "spectral" ones of the band, and an
-//! iterative SVD resolves them only to its angle bound (docs/ARCHITECTURE.md, "Spectrum").
+//! iterative SVD resolves them only to its angle bound (docs/SPECTRUM.md).
 
 use serde_json::{json, Value};
 

@@ -157,7 +157,7 @@ fn gpu_request_options(options: Option<JsGpuRequestOptions>) -> Result<GpuOption
     Ok(opts)
 }
 
-fn svd_options(options: Option<JsSvdOptions>) -> Result<SvdOptions, JsValue> {
+pub(crate) fn svd_options(options: Option<JsSvdOptions>) -> Result<SvdOptions, JsValue> {
     let mut opts = SvdOptions::default();
     let Some(o) = options.map(JsValue::from).filter(|o| o.is_object()) else {
         return Ok(opts);

@@ -26,7 +26,7 @@ use crate::model::classifier::BertClassifier;
 use crate::model::llama::generate::GenerateOptions;
 use crate::model::llama::Llama;
 use crate::train::{AdamW, FitReport, Progress, Schedule, Trainable, Trainer, TrainerConfig};
-use crate::web::{js_error, set, JsGpu};
+use crate::web::{js_error, set, svd_options, JsGpu};
 use crate::{Error, Gpu, Step};
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -59,12 +59,14 @@ export interface AdapterOptions {
   band?: number;
   targets: string[];
   seed?: number;
+  /** Spectral kinds and PiSSA: how the band's singular vectors are found (`Gpu.svd`'s options;
+   * the default is exact for every projection of the models here). */
+  svd?: SvdOptions;
 }
 /** What an adapter is. */
 export interface AdapterSummary {
   kind: string; rank: number; band: number; layers: number; trainable: number;
-  /** Spectral kinds: per target, what the SVD reached for the band (see docs/ARCHITECTURE.md,
-   * "Spectrum"): the largest residual and angle bound (radians) of its vectors, and the gaps
+  /** Spectral kinds: per target, what the SVD reached for the band (see docs/SPECTRUM.md): the largest residual and angle bound (radians) of its vectors, and the gaps
    * σ_{start−1}/σ_start and σ_{end−1}/σ_end at its edges; `edgeInCluster` when one is under 1.01. */
   spectrum: BandSpectrum[];
 }
@@ -325,9 +327,10 @@ impl JsModel {
             let o: JsValue = options.into();
             let kind =
                 AdapterKind::from_name(&text(&o, "kind").unwrap_or_default()).map_err(js_error)?;
-            let config = AdapterConfig::new(kind, count(&o, "rank", 0)?)
+            let mut config = AdapterConfig::new(kind, count(&o, "rank", 0)?)
                 .band(count(&o, "band", 0)?)
                 .seed(count(&o, "seed", 0)? as u64);
+            config.svd = svd_options(field(&o, "svd").map(JsValue::unchecked_into))?;
             let targets: Vec<String> = field(&o, "targets")
                 .map(|t| {
                     Array::from(&t)

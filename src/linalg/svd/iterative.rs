@@ -265,7 +265,16 @@ async fn iterate(
                 still.push(a);
                 continue;
             }
-            outcomes[i] = Some(Outcome::Done(finish(ritz, &angles, d, rank, done, verdict)));
+            // A fixed count has no tolerance of its own: `converged` then says whether it met
+            // the default one, so that the report never claims more than was reached.
+            let converged = verdict == Verdict::Converged
+                && (opts.angle_tol.is_finite()
+                    || angles[..rank]
+                        .iter()
+                        .all(|&a| a <= f64::from(SvdOptions::default().angle_tol)));
+            outcomes[i] = Some(Outcome::Done(finish(
+                ritz, &angles, d, rank, done, converged,
+            )));
         }
         active = still;
         if active.is_empty() {
@@ -286,7 +295,7 @@ fn finish(
     d: Dims,
     rank: usize,
     iterations: usize,
-    verdict: Verdict,
+    converged: bool,
 ) -> HostSvd {
     let want = ritz.residuals.len();
     let keep = |x: &[f64], rows: usize| -> Vec<f64> {
@@ -302,7 +311,7 @@ fn finish(
         report: SvdReport {
             method: SvdMethod::Iterative,
             iterations,
-            converged: verdict == Verdict::Converged,
+            converged,
             residuals: relative_residuals(&ritz.residuals[..rank], &ritz.s),
             angle_bounds: angles[..rank].iter().map(|&a| a as f32).collect(),
             next_sigma: ritz.s.get(rank).map(|&x| x as f32),

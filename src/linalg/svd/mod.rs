@@ -137,7 +137,8 @@ pub struct SvdReport {
     pub method: SvdMethod,
     /// Power iterations run (0 for the exact method).
     pub iterations: usize,
-    /// Every returned triplet met the tolerances (always true for the exact method).
+    /// Every returned triplet met the tolerances (always true for the exact method; for
+    /// [`SvdOptions::fixed`], which has none, the default angle tolerance).
     pub converged: bool,
     /// ‖W v_j − σ_j u_j‖ / σ_j for each returned triplet (relative to σ₁ where σ_j is zero).
     pub residuals: Vec<f32>,
