@@ -11,18 +11,28 @@ use crate::adapter::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
-use crate::linalg::{copy, dequantize, gemm, svd_truncated_batch, Gemm};
+use crate::linalg::{copy, dequantize, gemm, svd_truncated_batch, Gemm, SvdReport};
 use crate::random::Rng;
 use crate::train::{ParamSpec, Params};
 
-/// A band's basis on the host: U₁ (m×r), S₁ (r), V₁ (n×r), row-major, and what the SVD that
-/// found it reached (none for files written before it was recorded).
+/// A band's basis on the host: U₁ (m×r), S₁ (r), V₁ (n×r), row-major, what the SVD that found
+/// it reached (none for files written before it was recorded), and, for a band-confined
+/// adapter, the other bands' singular vectors it stays orthogonal to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostBasis {
     pub u: Vec<f32>,
     pub s: Vec<f32>,
     pub v: Vec<f32>,
     pub spectrum: Option<BandSpectrum>,
+    pub others: Option<OtherBands>,
+}
+
+/// The singular vectors of the bands a band-confined adapter keeps out of: U_o (m×k) and
+/// V_o (n×k), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtherBands {
+    pub u: Vec<f32>,
+    pub v: Vec<f32>,
 }
 
 /// sha256 of a weight's f32 values as little-endian bytes, in hex.
@@ -94,6 +104,13 @@ fn columns(x: &[f32], cols: usize, start: usize, r: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Every column of a (rows × cols) matrix but the band's [start, start + r).
+fn other_columns(x: &[f32], cols: usize, start: usize, r: usize) -> Vec<f32> {
+    x.chunks(cols)
+        .flat_map(|row| row[..start].iter().chain(&row[start + r..]).copied())
+        .collect()
+}
+
 /// Initial trainable tensors of one layer, by kind (names `<target>.<tensor>`).
 pub(crate) fn initial_params(
     config: &AdapterConfig,
@@ -106,9 +123,11 @@ pub(crate) fn initial_params(
     let p = |t: &str| format!("{name}.{t}");
     Ok(match config.kind {
         AdapterKind::SpectralAdditive => {
+            // Band-confined: A_U ⟂ U_o and A_V ⟂ V_o, held by the optimizer (docs/FUSION.md).
+            let others = basis.and_then(|b| b.others.as_ref());
             let mut v = vec![
-                ParamSpec::zeros(p("a_u"), &[m, r]),
-                ParamSpec::zeros(p("a_v"), &[n, r]),
+                ParamSpec::zeros(p("a_u"), &[m, r]).orthogonal_to(others.map(|o| o.u.clone())),
+                ParamSpec::zeros(p("a_v"), &[n, r]).orthogonal_to(others.map(|o| o.v.clone())),
             ];
             if config.train_singular_values {
                 v.push(ParamSpec::zeros(p("offset"), &[r]).no_decay());
@@ -217,18 +236,31 @@ impl Adapter {
         let r = config.rank;
         let bases = if config.kind.is_spectral_basis() {
             let start = config.band_start();
-            let (svds, _) = svd_truncated_batch(gpu, &weights, start + r, &config.svd).await?;
+            let max = dims.iter().map(|&(m, n)| m.min(n)).min().unwrap_or(0);
+            let width = config.basis_width(max);
+            let (svds, _) = svd_truncated_batch(gpu, &weights, width, &config.svd).await?;
             let all: Vec<&Tensor> = svds.iter().flat_map(|s| [&s.u, &s.v]).collect();
             let host = read_many(gpu, &all).await?;
-            let width = start + r;
             svds.iter()
                 .zip(host.chunks(2))
                 .map(|(svd, uv)| {
+                    let end = start + r;
+                    // The band's report is the SVD's up to the band's end: σ_end is its edge.
+                    let report = SvdReport {
+                        residuals: svd.report.residuals[..end].to_vec(),
+                        angle_bounds: svd.report.angle_bounds[..end].to_vec(),
+                        next_sigma: svd.s.get(end).copied().or(svd.report.next_sigma),
+                        ..svd.report.clone()
+                    };
                     Some(HostBasis {
                         u: columns(&uv[0], width, start, r),
-                        s: svd.s[start..].to_vec(),
+                        s: svd.s[start..end].to_vec(),
                         v: columns(&uv[1], width, start, r),
-                        spectrum: Some(BandSpectrum::of_band(&svd.report, &svd.s, start)),
+                        spectrum: Some(BandSpectrum::of_band(&report, &svd.s[..end], start)),
+                        others: (config.is_confined() && width > r).then(|| OtherBands {
+                            u: other_columns(&uv[0], width, start, r),
+                            v: other_columns(&uv[1], width, start, r),
+                        }),
                     })
                 })
                 .collect()

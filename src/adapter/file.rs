@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 use crate::adapter::build::{
     base_weights, check_targets, decode_quantized, dense_weights, initial_params, weight_hash,
 };
-use crate::adapter::{Adapter, AdapterConfig, AdapterKind, BandSpectrum, BaseWeight, HostBasis};
+use crate::adapter::{
+    Adapter, AdapterConfig, AdapterKind, BandSpectrum, BaseWeight, HostBasis, OtherBands,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{read_many, Gpu, Step, Tensor};
-use crate::io::safetensors::{read, write_f32, NamedTensor};
+use crate::io::safetensors::{read, write_f32, NamedTensor, SafetensorsFile};
 use crate::linalg::{SvdMethod, SvdOptions};
 use crate::train::ParamSpec;
 
@@ -66,6 +68,17 @@ impl Adapter {
                     tensors.push(NamedTensor::new(format!("{}.{suffix}", l.name), &shape, v));
                 }
             }
+            // A band-confined adapter's other bands, which its optimizer keeps A_U, A_V out of.
+            for (side, rows) in [("u", l.m), ("v", l.n)] {
+                if let Some(b) = self.params.orthogonal_to(&format!("{}.a_{side}", l.name)) {
+                    let shape = [rows, b.len() / rows];
+                    tensors.push(NamedTensor::new(
+                        format!("{}.{side}_others", l.name),
+                        &shape,
+                        b.to_vec(),
+                    ));
+                }
+            }
         }
         let c = &self.config;
         let targets: Vec<Value> = self
@@ -87,6 +100,7 @@ impl Adapter {
             "train_singular_values": c.train_singular_values,
             "lora_alpha": c.lora_alpha,
             "seed": c.seed,
+            "confine_bands": c.confine_bands,
             "svd": {
                 "method": c.svd.method.name(),
                 "oversample": c.svd.oversample,
@@ -280,6 +294,11 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterFile> {
                 s: tensor(format!("{name}.s"), &[r])?,
                 v: tensor(format!("{name}.v"), &[n, r])?,
                 spectrum: BandSpectrum::from_json(&t["spectrum"]),
+                others: if config.is_confined() {
+                    other_bands(&file, name, (m, n))?
+                } else {
+                    None
+                },
             })
         } else {
             None
@@ -298,6 +317,32 @@ pub fn parse(bytes: &[u8]) -> Result<AdapterFile> {
         });
     }
     Ok(AdapterFile { config, targets })
+}
+
+/// A band-confined target's `<name>.u_others` (m×k) and `.v_others` (n×k), when stored.
+fn other_bands(
+    file: &SafetensorsFile,
+    name: &str,
+    (m, n): (usize, usize),
+) -> Result<Option<OtherBands>> {
+    let (Some(u), Some(v)) = (
+        file.get(&format!("{name}.u_others")),
+        file.get(&format!("{name}.v_others")),
+    ) else {
+        return Ok(None);
+    };
+    match (u.shape.as_slice(), v.shape.as_slice()) {
+        (&[um, k], &[vn, k2]) if um == m && vn == n && k == k2 && k > 0 && k < m.min(n) => {
+            Ok(Some(OtherBands {
+                u: u.values.clone(),
+                v: v.values.clone(),
+            }))
+        }
+        _ => Err(bad(format!(
+            "{name}'s other bands are {:?} and {:?}, expected [{m}, k] and [{n}, k]",
+            u.shape, v.shape
+        ))),
+    }
 }
 
 /// A JSON whole number that fits in usize.
@@ -377,5 +422,12 @@ fn parse_config(meta: &Value) -> Result<AdapterConfig> {
         lora_alpha: meta["lora_alpha"].as_f64().map(|a| a as f32),
         svd: parse_svd(svd)?,
         seed: meta["seed"].as_u64().unwrap_or(0),
+        // Files from before band confinement hold free adapters.
+        confine_bands: match &meta["confine_bands"] {
+            Value::Null => 0,
+            v => {
+                whole(v).ok_or_else(|| bad("metadata field confine_bands is not a whole number"))?
+            }
+        },
     })
 }

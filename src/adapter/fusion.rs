@@ -119,7 +119,8 @@ impl Adapter {
             .zip(old.tensors())
             .zip(values)
             .map(|((name, p), v)| {
-                let spec = ParamSpec::with_values(name, p.value.shape(), v);
+                let spec = ParamSpec::with_values(name, p.value.shape(), v)
+                    .orthogonal_to(old.orthogonal_to(name).map(<[f32]>::to_vec));
                 if old.decays(name) {
                     spec
                 } else {

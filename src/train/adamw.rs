@@ -156,6 +156,7 @@ impl Optimizer {
             &bindings,
             [crate::linalg::grid_stride_groups(n, WG), 1, 1],
         )?);
+        params.record_constraints(step)?;
         self.grad_norm_sq = Some(norm_sq);
         self.steps += 1;
         Ok(())

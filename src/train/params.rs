@@ -1,9 +1,12 @@
 //! `Params`: every trainable tensor of a model or adapter as a view into one flat buffer, with
 //! a gradient buffer of the same layout, so one dispatch updates them all (the AdamW kernel)
-//! and one reduction gives the global gradient norm.
+//! and one reduction gives the global gradient norm. A tensor may be held orthogonal to a
+//! fixed basis (a band-confined adapter's A_U and A_V): the optimizer projects it back after
+//! every update.
 
 use crate::error::{Error, Result};
-use crate::gpu::{read_many, Gpu, Tensor};
+use crate::gpu::{read_many, Gpu, Step, Tensor};
+use crate::linalg::{gemm, Gemm};
 
 /// One trainable tensor to allocate: its name, shape, initial values and whether weight decay
 /// applies to it (not to scales initialised at 1, which decay would pull towards 0).
@@ -13,6 +16,9 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
     pub init: Vec<f32>,
     pub decay: bool,
+    /// Orthonormal columns B (rows × k, row-major; rows = the tensor's first dimension) that
+    /// the tensor's columns are kept orthogonal to: after each update, X ← X − B (Bᵀ X).
+    pub orthogonal_to: Option<Vec<f32>>,
 }
 
 impl ParamSpec {
@@ -24,6 +30,7 @@ impl ParamSpec {
             shape: shape.to_vec(),
             init: vec![0.0; len],
             decay: true,
+            orthogonal_to: None,
         }
     }
 
@@ -34,12 +41,20 @@ impl ParamSpec {
             shape: shape.to_vec(),
             init,
             decay: true,
+            orthogonal_to: None,
         }
     }
 
     /// The same tensor without weight decay.
     pub fn no_decay(mut self) -> ParamSpec {
         self.decay = false;
+        self
+    }
+
+    /// The same tensor, kept orthogonal to the orthonormal columns of `basis` (rows × k,
+    /// row-major, rows the tensor's first dimension); `None` leaves it free.
+    pub fn orthogonal_to(mut self, basis: Option<Vec<f32>>) -> ParamSpec {
+        self.orthogonal_to = basis;
         self
     }
 }
@@ -51,12 +66,14 @@ pub struct Param {
     pub grad: Tensor,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     name: String,
     shape: Vec<usize>,
     start: usize,
     decay: bool,
+    /// The basis the tensor is kept orthogonal to: host values and their GPU copy (rows × k).
+    orthogonal_to: Option<(Vec<f32>, Tensor)>,
 }
 
 /// The flat store. Decayed tensors come first, so the optimizer tells them apart by index.
@@ -77,7 +94,7 @@ impl Params {
         let mut order: Vec<usize> = (0..specs.len()).collect();
         order.sort_by_key(|&i| !specs[i].decay); // stable: decayed first, otherwise as given
         let mut host = Vec::new();
-        let mut entries = vec![None; specs.len()];
+        let mut entries: Vec<Option<Entry>> = specs.iter().map(|_| None).collect();
         let mut decay_len = 0;
         for &i in &order {
             let spec = &specs[i];
@@ -103,11 +120,28 @@ impl Params {
             if spec.decay {
                 decay_len = host.len();
             }
+            let orthogonal_to = match &spec.orthogonal_to {
+                None => None,
+                Some(basis) => {
+                    let rows = spec.shape.first().copied().unwrap_or(0);
+                    if rows == 0 || basis.is_empty() || basis.len() % rows != 0 {
+                        return Err(Error::DataLength {
+                            what: "the basis a parameter is kept orthogonal to",
+                            len: basis.len(),
+                            shape: vec![rows, basis.len() / rows.max(1)],
+                            expected: rows * (basis.len() / rows.max(1)).max(1),
+                        });
+                    }
+                    let t = Tensor::from_slice(gpu, &[rows, basis.len() / rows], basis)?;
+                    Some((basis.clone(), t))
+                }
+            };
             entries[i] = Some(Entry {
                 name: spec.name.clone(),
                 shape: spec.shape.clone(),
                 start,
                 decay: spec.decay,
+                orthogonal_to,
             });
         }
         let entries: Vec<Entry> = entries.into_iter().flatten().collect();
@@ -160,6 +194,39 @@ impl Params {
     /// Whether weight decay applies to the tensor called `name`.
     pub fn decays(&self, name: &str) -> bool {
         self.entries.iter().any(|e| e.name == name && e.decay)
+    }
+
+    /// The basis (rows × k, host values) the tensor called `name` is kept orthogonal to.
+    pub fn orthogonal_to(&self, name: &str) -> Option<&[f32]> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.orthogonal_to.as_ref())
+            .map(|(host, _)| host.as_slice())
+    }
+
+    /// Records X ← X − B (Bᵀ X) for every tensor kept orthogonal to a basis B: what an
+    /// optimizer runs after its update. Exact for any optimizer (AdamW's per-coordinate steps
+    /// leave the subspace; projecting the values, not the gradients, brings them back).
+    pub fn record_constraints(&self, step: &mut Step) -> Result<()> {
+        for (e, p) in self.entries.iter().zip(&self.params) {
+            let Some((_, basis)) = &e.orthogonal_to else {
+                continue;
+            };
+            let (rows, k) = (basis.shape()[0], basis.shape()[1]);
+            let cols = p.value.len() / rows;
+            let x = p.value.alias().reshape(&[rows, cols])?;
+            let coeffs = Tensor::uninit(step.gpu(), &[k, cols])?;
+            gemm(step, &Gemm::default().trans_a(true), basis, &x, &coeffs)?; // Bᵀ X
+            gemm(
+                step,
+                &Gemm::default().alpha(-1.0).beta(1.0),
+                basis,
+                &coeffs,
+                &x,
+            )?; // X −= B·(Bᵀ X)
+        }
+        Ok(())
     }
 
     /// Index of the tensor called `name`.

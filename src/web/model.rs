@@ -62,6 +62,11 @@ export interface AdapterOptions {
   /** Spectral kinds and PiSSA: how the band's singular vectors are found (`Gpu.svd`'s options;
    * the default is exact for every projection of the models here). */
   svd?: SvdOptions;
+  /** Spectral additive: keep the adapter out of the singular vectors of every other band among
+   * the first `confineBands`, so that adapters trained on those bands fuse by "sum" without
+   * interfering (docs/FUSION.md). Default 0: free, the paper's adapter. Give every adapter of
+   * a fusion the same value (the number of bands). */
+  confineBands?: number;
 }
 /** What an adapter is. */
 export interface AdapterSummary {
@@ -331,6 +336,7 @@ impl JsModel {
                 .band(count(&o, "band", 0)?)
                 .seed(count(&o, "seed", 0)? as u64);
             config.svd = svd_options(field(&o, "svd").map(JsValue::unchecked_into))?;
+            config.confine_bands = count(&o, "confineBands", 0)?;
             let targets: Vec<String> = field(&o, "targets")
                 .map(|t| {
                     Array::from(&t)
