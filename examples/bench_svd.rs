@@ -111,7 +111,7 @@ fn adapter_setup_rows<F>(
     mut add: F,
 ) -> spectune::Result<()>
 where
-    F: FnMut(AdapterConfig) -> spectune::Result<(f64, Vec<(Vec<f32>, Vec<f32>)>, usize, usize)>,
+    F: FnMut(AdapterConfig) -> spectune::Result<Measured>,
 {
     let config = |svd: SvdOptions| AdapterConfig {
         svd,
@@ -155,6 +155,19 @@ where
     Ok(())
 }
 
+/// What a row of table 1 needs of an adapter built since `start`: seconds (after the GPU has
+/// finished), its bases, the most iterations and how many targets converged.
+type Measured = (f64, Vec<(Vec<f32>, Vec<f32>)>, usize, usize);
+
+fn measured(gpu: &Gpu, start: Instant, adapter: &Adapter) -> spectune::Result<Measured> {
+    block_on(gpu.sync())?;
+    let secs = start.elapsed().as_secs_f64();
+    let spectra = adapter.layers().iter().filter_map(|l| l.spectrum.as_ref());
+    let iterations = spectra.clone().map(|s| s.iterations).max().unwrap_or(0);
+    let converged = spectra.filter(|s| s.converged).count();
+    Ok((secs, bases(gpu, adapter)?, iterations, converged))
+}
+
 /// Table 1 for the real models in the asset cache.
 fn real_models(gpu: &Gpu, all_iterative: bool) -> spectune::Result<()> {
     let cache = std::path::PathBuf::from(std::env::var_os("SPECTUNE_CACHE").unwrap_or_else(|| {
@@ -188,12 +201,7 @@ fn real_models(gpu: &Gpu, all_iterative: bool) -> spectune::Result<()> {
         adapter_setup_rows(gpu, label, iterative, |c| {
             let start = Instant::now();
             let a = block_on(bert.add_adapter(gpu, c, targets))?;
-            block_on(gpu.sync())?;
-            let secs = start.elapsed().as_secs_f64();
-            let spectra = a.layers().iter().filter_map(|l| l.spectrum.as_ref());
-            let iterations = spectra.clone().map(|s| s.iterations).max().unwrap_or(0);
-            let converged = spectra.filter(|s| s.converged).count();
-            Ok((secs, bases(gpu, a)?, iterations, converged))
+            measured(gpu, start, a)
         })?;
     }
     let bytes = std::fs::read(&smollm2).expect("SmolLM2");
@@ -201,12 +209,7 @@ fn real_models(gpu: &Gpu, all_iterative: bool) -> spectune::Result<()> {
     adapter_setup_rows(gpu, "SmolLM2 q, v (60)", all_iterative, |c| {
         let start = Instant::now();
         let a = block_on(llama.add_adapter(gpu, c, &["attn_q", "attn_v"]))?;
-        block_on(gpu.sync())?;
-        let secs = start.elapsed().as_secs_f64();
-        let spectra = a.layers().iter().filter_map(|l| l.spectrum.as_ref());
-        let iterations = spectra.clone().map(|s| s.iterations).max().unwrap_or(0);
-        let converged = spectra.filter(|s| s.converged).count();
-        Ok((secs, bases(gpu, a)?, iterations, converged))
+        measured(gpu, start, a)
     })?;
     println!();
     Ok(())

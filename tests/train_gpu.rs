@@ -504,14 +504,13 @@ fn band_confinement_holds_under_training_and_survives_the_file() {
         }
         worst
     };
-    let confined = block_on(Adapter::new(
-        gpu,
-        AdapterConfig::new(AdapterKind::SpectralAdditive, r)
+    let on_band_1 = |confine| {
+        let config = AdapterConfig::new(AdapterKind::SpectralAdditive, r)
             .band(1)
-            .confine_bands(4),
-        &[("l", &w_t)],
-    ))
-    .unwrap();
+            .confine_bands(confine);
+        block_on(Adapter::new(gpu, config, &[("l", &w_t)])).unwrap()
+    };
+    let confined = on_band_1(4);
     assert_eq!(
         confined.params().orthogonal_to("l.a_u").unwrap().len(),
         m * 3 * r
@@ -521,14 +520,7 @@ fn band_confinement_holds_under_training_and_survives_the_file() {
     assert!(confined_leak <= 1e-5, "confined: {confined_leak:e}");
 
     // A free adapter on the same base, measured against the confined one's other bands.
-    let free = block_on(Adapter::new(
-        gpu,
-        AdapterConfig::new(AdapterKind::SpectralAdditive, r)
-            .band(1)
-            .confine_bands(0),
-        &[("l", &w_t)],
-    ))
-    .unwrap();
+    let free = on_band_1(0);
     assert!(free.params().orthogonal_to("l.a_u").is_none());
     train(gpu, &free, &t, 50, AdamW::default().lr(5e-2));
     let free_values = block_on(free.params().read_values(gpu)).unwrap();
@@ -539,14 +531,7 @@ fn band_confinement_holds_under_training_and_survives_the_file() {
     assert!(free_leak > 1e-2, "free: {free_leak:e}");
 
     // Through the file: the other bands come back, and training goes on confined.
-    let fresh = block_on(Adapter::new(
-        gpu,
-        AdapterConfig::new(AdapterKind::SpectralAdditive, r)
-            .band(1)
-            .confine_bands(4),
-        &[("l", &w_t)],
-    ))
-    .unwrap();
+    let fresh = on_band_1(4);
     train(gpu, &fresh, &t, 20, AdamW::default().lr(5e-2));
     let bytes = block_on(fresh.save(gpu)).unwrap();
     let loaded = block_on(Adapter::load(gpu, &bytes, &[("l", &w_t)])).unwrap();
