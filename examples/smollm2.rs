@@ -4,7 +4,8 @@
 //! training steps (spectral A, r = 8 on q and v of every layer), and generation speed.
 //! `--mode bench-random`: the same on random weights of SmolLM2's shape, for a machine without
 //! the cached file (time and memory do not depend on the values).
-//! `--mode style`: style tuning and fusion. Spectral A on band 0 tuned on Moby-Dick, another on
+//! `--mode style`: style tuning and fusion (`--families spectral,confined,lora`, the default, picks
+//! which: free spectral A, band-confined spectral A, LoRA). Spectral A on band 0 tuned on Moby-Dick, another on
 //! band 1 tuned on State of the Union addresses, and two LoRAs the same way; perplexity on
 //! held-out text of each, for the base, each adapter alone, and the fusions (`sum`, `mean`,
 //! and LoRA-sum), printed as a table.
@@ -335,29 +336,53 @@ fn style(gpu: &Gpu, bytes: &[u8], tokenizer: &BpeTokenizer, opts: &Options) -> A
             seconds,
         ))
     };
-    let lora = AdapterConfig::new(AdapterKind::Lora, 8);
-    let (a_moby, t1) = tune(&mut model, spectral(0), &moby_train)?;
-    let (a_sotu, t2) = tune(&mut model, spectral(1), &sotu_train)?;
-    let (l_moby, t3) = tune(&mut model, lora, &moby_train)?;
-    let (l_sotu, t4) = tune(&mut model, lora.seed(1), &sotu_train)?;
-    let mut alone =
-        |name: &str, adapter: Adapter, seconds: f64, model: &mut Llama| -> AnyResult<Adapter> {
-            model.set_adapter(Some(adapter));
-            measure(name, model, seconds)?;
-            Ok(model.set_adapter(None).ok_or("the adapter vanished")?)
+    // Each family: an adapter tuned on Moby-Dick and one on SOTU (spectral ones on bands 0
+    // and 1), each measured alone, then fused.
+    let families = opts.get("families", "spectral,confined,lora");
+    for family in families.split(',') {
+        let (label, configs, fusions): (&str, [AdapterConfig; 2], &[Fusion]) = match family {
+            "spectral" => (
+                "spectral A",
+                [spectral(0), spectral(1)],
+                &[Fusion::Sum, Fusion::Mean],
+            ),
+            // Band-confined (docs/FUSION.md): each keeps out of the other's band.
+            "confined" => (
+                "spectral A, band-confined",
+                [spectral(0).confine_bands(2), spectral(1).confine_bands(2)],
+                &[Fusion::Sum, Fusion::Mean],
+            ),
+            "lora" => {
+                let lora = AdapterConfig::new(AdapterKind::Lora, 8);
+                ("LoRA", [lora, lora.seed(1)], &[Fusion::Sum])
+            }
+            other => {
+                return Err(
+                    format!("--families {other}: expected spectral, confined or lora").into(),
+                )
+            }
         };
-    let a_moby = alone("spectral A, band 0, Moby-Dick", a_moby, t1, &mut model)?;
-    let a_sotu = alone("spectral A, band 1, SOTU", a_sotu, t2, &mut model)?;
-    let l_moby = alone("LoRA, Moby-Dick", l_moby, t3, &mut model)?;
-    let l_sotu = alone("LoRA, SOTU", l_sotu, t4, &mut model)?;
-    for (name, pair, how) in [
-        ("spectral fused, sum", [&a_moby, &a_sotu], Fusion::Sum),
-        ("spectral fused, mean", [&a_moby, &a_sotu], Fusion::Mean),
-        ("LoRA fused, sum of BA", [&l_moby, &l_sotu], Fusion::Sum),
-    ] {
-        let mut fused = Llama::load(gpu, bytes)?;
-        fused.merge_adapters(gpu, &pair, &how)?;
-        measure(name, &fused, 0.0)?;
+        let mut pair = Vec::new();
+        for (config, (style, data)) in configs
+            .into_iter()
+            .zip([("Moby-Dick", &moby_train), ("SOTU", &sotu_train)])
+        {
+            let (adapter, seconds) = tune(&mut model, config, data)?;
+            model.set_adapter(Some(adapter));
+            let band = if family == "lora" {
+                String::new()
+            } else {
+                format!(", band {}", config.band)
+            };
+            measure(&format!("{label}{band}, {style}"), &model, seconds)?;
+            pair.push(model.set_adapter(None).ok_or("the adapter vanished")?);
+        }
+        for how in fusions {
+            let mut fused = Llama::load(gpu, bytes)?;
+            fused.merge_adapters(gpu, &[&pair[0], &pair[1]], how)?;
+            let name = format!("{label} fused, {}", format!("{how:?}").to_lowercase());
+            measure(&name, &fused, 0.0)?;
+        }
     }
     println!("| model | Moby-Dick ppl (held out) | SOTU ppl (held out) | tuning time |");
     println!("|---|---:|---:|---:|");

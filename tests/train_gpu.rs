@@ -6,6 +6,7 @@
 mod common;
 
 use common::{block_on, gpu};
+use spectune::adapter::task_merge::{fuse_merged, TaskMerge};
 use spectune::adapter::{fuse, Adapter, AdapterConfig, AdapterKind, Fusion, LayerParams};
 use spectune::linalg::{gemm, Gemm};
 use spectune::reference::{assert_close, matrix_with_spectrum, svd, Rng};
@@ -412,6 +413,21 @@ fn fusion_table(gpu: &Gpu, bands: usize) -> Vec<(&'static str, Vec<f32>, Vec<f32
                 sum = l;
             }
         }
+        // The merges people use for LoRAs (mergekit's defaults: TIES density 0.2; DARE drop
+        // 0.9), on the dense changes.
+        if *name == "LoRA" {
+            let weights = vec![1.0; bands];
+            for (label, how) in [
+                ("ties", TaskMerge::Ties { density: 0.2 }),
+                ("dare", TaskMerge::Dare { drop: 0.9, seed: 5 }),
+            ] {
+                let w_fused = block_on(fuse_merged(gpu, &w_t, &layers, &weights, how)).unwrap();
+                let l: Vec<f32> = tasks.iter().map(|t| dense_loss(gpu, &w_fused, t)).collect();
+                let worst = (0..bands).map(|k| l[k] / alone[k]).fold(0.0f32, f32::max);
+                println!("| {name} | {label} | {} | ×{worst:.2} |", cells(&l));
+                results.push((label, alone.clone(), l));
+            }
+        }
         results.push((*name, alone, sum));
     }
     for k in 0..bands {
@@ -433,7 +449,7 @@ fn fusion_table(gpu: &Gpu, bands: usize) -> Vec<(&'static str, Vec<f32>, Vec<f32
 fn disjoint_band_fusion_keeps_each_task_and_beats_lora_sum() {
     let Some(gpu) = gpu() else { return };
     let results = fusion_table(gpu, 2);
-    let lora_sum = &results[3].2;
+    let lora_sum = &results.iter().find(|r| r.0 == "LoRA").unwrap().2;
     for (name, alone, sum) in &results[..3] {
         for k in 0..2 {
             if *name != "A, free" {
@@ -455,17 +471,33 @@ fn disjoint_band_fusion_keeps_each_task_and_beats_lora_sum() {
 }
 
 /// Four bands, four tasks: summed R and band-confined A still keep every task within 10 % of
-/// its adapter alone.
+/// its adapter alone, and confined A beats LoRA's sum, TIES and DARE on every task.
 #[test]
 fn four_band_fusion_keeps_every_task() {
     let Some(gpu) = gpu() else { return };
-    for (name, alone, sum) in &fusion_table(gpu, 4)[..2] {
+    let results = fusion_table(gpu, 4);
+    for (name, alone, sum) in &results[..2] {
         for k in 0..4 {
             assert!(
                 sum[k] <= 1.1 * alone[k],
                 "{name}, band {k}: fused {} vs alone {}",
                 sum[k],
                 alone[k]
+            );
+        }
+    }
+    // And band-confined A summed beats every LoRA merge on every task.
+    let confined = &results[1].2;
+    for (name, _, merged) in results
+        .iter()
+        .filter(|r| ["LoRA", "ties", "dare"].contains(&r.0))
+    {
+        for k in 0..4 {
+            assert!(
+                confined[k] < merged[k],
+                "band {k}: confined A {} vs LoRA {name} {}",
+                confined[k],
+                merged[k]
             );
         }
     }

@@ -21,6 +21,7 @@ pub mod kernels;
 mod layer;
 pub mod peft;
 mod spectrum;
+pub mod task_merge;
 
 pub use build::{HostBasis, OtherBands};
 pub use fusion::{average, fuse, Fusion};

@@ -353,6 +353,22 @@ impl JsModel {
                 Inner::Decoder { llama, .. } => llama.add_adapter(&gpu, config, &targets).await,
             }
             .map_err(js_error)?;
+            // An SVD that stopped short of its tolerances (the iterative method at its cap, or
+            // a gap too small to resolve in f32) is worth a word; the summary has the figures.
+            let unresolved: Vec<&str> = adapter
+                .layers()
+                .iter()
+                .filter(|l| l.spectrum.as_ref().is_some_and(|s| !s.converged))
+                .map(|l| l.name.as_str())
+                .collect();
+            if !unresolved.is_empty() {
+                web_sys::console::warn_1(&JsValue::from_str(&format!(
+                    "spectune: the band's singular vectors did not converge to the SVD's \
+                     tolerances on {} target(s) ({}…); see the summary's spectrum",
+                    unresolved.len(),
+                    unresolved[0]
+                )));
+            }
             let out = summary(Some(adapter));
             state.adapter_generation += 1;
             Ok(out)
