@@ -320,6 +320,14 @@ fn bad_input_is_named() {
         block_on(svd_truncated(gpu, &w, 1, &nan_tol)),
         Err(Error::InvalidAdapter(_))
     ));
+    let too_many = SvdOptions {
+        max_iters: 1 << 40,
+        ..SvdOptions::default()
+    };
+    assert!(matches!(
+        block_on(svd_truncated(gpu, &w, 1, &too_many)),
+        Err(Error::InvalidAdapter(_))
+    ));
 }
 
 #[test]

@@ -117,29 +117,37 @@ async fn lost_device_is_an_error() {
 
 #[wasm_bindgen_test]
 async fn svd_in_the_browser_matches_faer() {
-    use spectune::linalg::{svd_truncated, SvdOptions};
+    use spectune::linalg::{svd_truncated, SvdMethod, SvdOptions};
     use spectune::reference::{matrix_with_spectrum, svd_accuracy};
     let Some(gpu) = gpu().await else { return };
     let (m, n, r) = (96, 64, 8);
     let sigma: Vec<f64> = (0..64).map(|i| 0.8f64.powi(i)).collect();
     let w = matrix_with_spectrum(m, n, &sigma, 1);
     let t = Tensor::from_slice(&gpu, &[m, n], &w).unwrap();
-    let svd = svd_truncated(&gpu, &t, r, &SvdOptions::default())
-        .await
-        .unwrap();
-    let (u, v) = (
-        svd.u.to_vec(&gpu).await.unwrap(),
-        svd.v.to_vec(&gpu).await.unwrap(),
-    );
-    let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
-    // Same bounds as the native tests for a spectrum with gaps.
-    assert!(
-        acc.sigma_rel_err <= 1e-4
-            && acc.angle_u <= 1e-3
-            && acc.angle_v <= 1e-3
-            && acc.residual_ratio <= 1.001,
-        "{acc:?}"
-    );
+    // Both methods: the exact one (faer in wasm) and the GPU's converged iteration.
+    for method in [SvdMethod::Exact, SvdMethod::Iterative] {
+        let opts = SvdOptions {
+            method,
+            ..SvdOptions::default()
+        };
+        let svd = svd_truncated(&gpu, &t, r, &opts).await.unwrap();
+        let (u, v) = (
+            svd.u.to_vec(&gpu).await.unwrap(),
+            svd.v.to_vec(&gpu).await.unwrap(),
+        );
+        let acc = svd_accuracy(m, n, &w, &u, &svd.s, &v);
+        // Same bounds as the native tests for a spectrum with gaps.
+        assert!(
+            svd.report.converged
+                && svd.report.method == method
+                && acc.sigma_rel_err <= 1e-4
+                && acc.angle_u <= 1e-3
+                && acc.angle_v <= 1e-3
+                && acc.residual_ratio <= 1.001,
+            "{method:?}: {acc:?} {:?}",
+            svd.report
+        );
+    }
 }
 
 #[wasm_bindgen_test]
@@ -160,6 +168,42 @@ async fn js_api_svd_and_its_errors() {
         js_sys::Float32Array::from(js_sys::Reflect::get(&result, &"s".into()).unwrap()).to_vec();
     assert_eq!(s.len(), 3);
     assert!(s[0] >= s[1] && s[1] >= s[2] && s[2] > 0.0, "{s:?}");
+    // The report: the method that ran and a residual and angle bound per vector.
+    let report = js_sys::Reflect::get(&result, &"report".into()).unwrap();
+    let field = |k: &str| js_sys::Reflect::get(&report, &k.into()).unwrap();
+    assert_eq!(field("method").as_string().as_deref(), Some("exact"));
+    assert_eq!(field("converged").as_bool(), Some(true));
+    assert_eq!(js_sys::Float32Array::from(field("angleBounds")).length(), 3);
+    // Options: the GPU's iteration on request, and an unknown method named.
+    let options = |json: &str| -> JsValue { js_sys::JSON::parse(json).unwrap() };
+    let promise: js_sys::Promise = gpu
+        .svd(
+            &w,
+            3,
+            Some(options(r#"{"method": "iterative", "maxIters": 40}"#).unchecked_into()),
+        )
+        .unchecked_into();
+    let iterative = wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+    let report = js_sys::Reflect::get(&iterative, &"report".into()).unwrap();
+    assert_eq!(
+        js_sys::Reflect::get(&report, &"method".into())
+            .unwrap()
+            .as_string()
+            .as_deref(),
+        Some("iterative")
+    );
+    let promise: js_sys::Promise = gpu
+        .svd(
+            &w,
+            3,
+            Some(options(r#"{"method": "lanczos"}"#).unchecked_into()),
+        )
+        .unchecked_into();
+    let err = wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .unwrap_err();
+    let msg = js_sys::Error::from(err).message().as_string().unwrap();
+    assert!(msg.contains("lanczos") && msg.contains("exact"), "{msg}");
     let wide = gpu.tensor(&values, vec![8, 12]).unwrap();
     let (first, second) = (JsValue::from(w.clone()), JsValue::from(wide));
     let list = js_sys::Array::of2(&first, &second);
@@ -361,6 +405,15 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
         get(&summary, "trainable").as_f64(),
         Some(4.0 * 2.0 * (32.0 + 32.0))
     );
+    // What the SVD reached, per target: band 0 has no edge above, and one below.
+    let spectrum = js_sys::Array::from(&get(&summary, "spectrum"));
+    assert_eq!(spectrum.length(), 4);
+    let band = spectrum.get(0);
+    assert_eq!(get(&band, "method").as_string().as_deref(), Some("exact"));
+    assert_eq!(get(&band, "converged").as_bool(), Some(true));
+    assert!(get(&band, "gapAbove").is_null());
+    assert!(get(&band, "gapBelow").as_f64().is_some_and(|g| g >= 1.0));
+    assert!(get(&band, "edgeInCluster").as_bool().is_some());
 
     let examples = js_sys::Array::new();
     for (text, label) in [

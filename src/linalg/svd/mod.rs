@@ -25,6 +25,10 @@ use crate::gpu::{Gpu, Tensor};
 /// MiniLM, SmolLM2 and Gemma 3 270M is below it.
 pub const EXACT_MAX_DIM: usize = 1024;
 
+/// The most power iterations [`SvdOptions::max_iters`] may ask for (each needs a few flag
+/// slots on the GPU; converging takes tens on real weights).
+pub const MAX_ITERS: usize = 4096;
+
 /// How [`svd_truncated`] computes the decomposition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SvdMethod {
@@ -120,6 +124,12 @@ impl SvdOptions {
 
     fn check(&self) -> Result<()> {
         let tolerances_ok = |t: f32| !t.is_nan() && t >= 0.0;
+        if self.max_iters > MAX_ITERS {
+            return Err(Error::InvalidAdapter(format!(
+                "SVD max_iters is {}, over the limit of {MAX_ITERS}",
+                self.max_iters
+            )));
+        }
         if !tolerances_ok(self.sigma_tol) || !tolerances_ok(self.angle_tol) {
             return Err(Error::InvalidAdapter(format!(
                 "SVD tolerances must be non-negative numbers, got sigma_tol {} and angle_tol {}",
