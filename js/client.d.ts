@@ -23,6 +23,10 @@ export declare class RemoteModel {
   saveAdapter(): Promise<Uint8Array>;
   loadAdapter(bytes: Uint8Array): Promise<AdapterSummary>;
   fuse(adapters: Uint8Array[], how?: "sum" | "mean" | number[]): Promise<void>;
+  /** Takes fused adapter `index` out of the weights again; resolves to its adapter file. */
+  unfuse(index: number): Promise<Uint8Array>;
+  /** The adapters fused into the weights, in fusion order. */
+  fused(): Promise<AdapterSummary[]>;
   merge(): Promise<void>;
   save(): Promise<Uint8Array>;
   exportPeft(): Promise<PeftFiles>;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use common::assets::{cached, python, run_python};
 use common::{block_on, gpu};
-use spectune::adapter::{AdapterConfig, AdapterKind};
+use spectune::adapter::{AdapterConfig, AdapterKind, Fusion};
 use spectune::io::bpe::BpeTokenizer;
 use spectune::io::gguf;
 use spectune::model::llama::generate::GenerateOptions;
@@ -283,4 +283,83 @@ fn bad_gguf_files_are_named_errors() {
     arch[at + 2] = b'l';
     let m = message(&arch);
     assert!(m.contains("architecture"), "{m}");
+}
+
+/// The fused weights of every projection, on the host, in layer order.
+fn weights(gpu: &Gpu, model: &Llama) -> Vec<Vec<f32>> {
+    let mut step = Step::new(gpu, "weights");
+    let dense: Vec<_> = model
+        .linears()
+        .map(|l| l.weight.to_dense(&mut step).unwrap())
+        .collect();
+    step.submit().unwrap();
+    dense
+        .iter()
+        .map(|t| block_on(t.to_vec(gpu)).unwrap())
+        .collect()
+}
+
+/// Many adapters resident in the weights: four band-confined spectral adapters on bands 0..3
+/// fused by sum; taking one out (`unfuse`) leaves exactly what fusing the other three gives,
+/// and the logits with it; taking them all out gives the base back bit for bit, the quantized
+/// weights as they were; and a failed fusion changes nothing.
+#[test]
+fn fused_adapters_can_be_taken_out_again() {
+    let Some(gpu) = gpu() else { return };
+    let build = |model: &mut Llama, band: usize| {
+        let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 2)
+            .band(band)
+            .confine_bands(4);
+        block_on(model.add_adapter(gpu, config, &["attn_q", "attn_v"])).unwrap();
+        perturb(gpu, model, 0.2, 10 + band as u64);
+        model.set_adapter(None).unwrap()
+    };
+    let mut model = Llama::random(gpu, tiny_config(), 9).unwrap();
+    let base = weights(gpu, &model);
+    let mut rng = Rng::new(4);
+    let seqs = sequences(&mut rng, 2, 9, 96);
+    let batch: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+    let base_loss = loss(gpu, &model, &batch);
+
+    let adapters: Vec<_> = (0..4).map(|b| build(&mut model, b)).collect();
+    model.fuse_adapters(gpu, adapters, Fusion::Sum).unwrap();
+    assert_eq!(model.fused().adapters().len(), 4);
+    assert_ne!(weights(gpu, &model), base, "fusion changed nothing");
+    let start = std::time::Instant::now();
+    let out = model.unfuse(gpu, 1).unwrap();
+    eprintln!("unfuse: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(out.config.band, 1);
+    let three = weights(gpu, &model);
+    let three_loss = loss(gpu, &model, &batch);
+
+    // The same three fused on a fresh model, in the same order.
+    let mut fresh = Llama::random(gpu, tiny_config(), 9).unwrap();
+    let adapters: Vec<_> = [0, 2, 3].iter().map(|&b| build(&mut fresh, b)).collect();
+    fresh.fuse_adapters(gpu, adapters, Fusion::Sum).unwrap();
+    assert_eq!(weights(gpu, &fresh), three);
+    assert_eq!(loss(gpu, &fresh, &batch), three_loss);
+
+    // Weights that do not match the set are refused, and nothing changes.
+    let extra = build(&mut model, 1);
+    let err = model
+        .fuse_adapters(gpu, vec![extra], Fusion::Weighted(vec![1.0, 1.0]))
+        .unwrap_err();
+    assert!(err.to_string().contains("fusion weights"), "{err}");
+    assert_eq!(model.fused().adapters().len(), 3);
+    assert_eq!(weights(gpu, &model), three);
+    // An overlapping band is refused by the fusion itself, and nothing changes either.
+    let overlap = build(&mut model, 0);
+    assert!(model
+        .fuse_adapters(gpu, vec![overlap], Fusion::Sum)
+        .is_err());
+    assert_eq!(model.fused().adapters().len(), 3);
+    assert_eq!(weights(gpu, &model), three);
+
+    for _ in 0..3 {
+        model.unfuse(gpu, 0).unwrap();
+    }
+    assert!(model.fused().adapters().is_empty());
+    assert!(model.unfuse(gpu, 0).is_err());
+    assert_eq!(weights(gpu, &model), base);
+    assert_eq!(loss(gpu, &model, &batch), base_loss);
 }

@@ -549,6 +549,29 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
         );
     }
     assert!((fused[0] + fused[1] - 1.0).abs() < 1e-5, "{fused:?}");
+
+    // The fused adapters are kept: one comes out again without a reload, and fused back in,
+    // the predictions are the two-adapter ones again.
+    assert_eq!(model.fused().unwrap().length(), 2);
+    let taken = js_sys::Uint8Array::from(JsFuture::from(model.unfuse(1)).await.unwrap());
+    assert_eq!(model.fused().unwrap().length(), 1);
+    let one = predict(&model).await;
+    assert!(
+        one.iter().zip(&fused).any(|(a, b)| (a - b).abs() > 1e-6),
+        "taking an adapter out changed nothing: {one:?}"
+    );
+    JsFuture::from(model.fuse(vec![taken], "mean".into()))
+        .await
+        .unwrap();
+    let refused = predict(&model).await;
+    for (a, b) in fused.iter().zip(&refused) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "{fused:?} vs unfused and fused again {refused:?}"
+        );
+    }
+    let err = JsFuture::from(model.unfuse(7)).await.unwrap_err();
+    assert!(message(err).contains("no fused adapter 7"));
 }
 
 /// A browser without WebGPU: `Gpu.request()` rejects with an Error that says so (simulated by

@@ -17,7 +17,7 @@ use crate::model::layers::{
     layer_norm_backward, layer_norm_forward, mean_pool_backward, mean_pool_forward,
     EmbeddingTables,
 };
-use crate::model::linear::{self, adapt, Linear, LinearSaved};
+use crate::model::linear::{self, adapt, FusedAdapters, Linear, LinearSaved};
 use crate::random::Rng;
 
 /// The sizes of a BERT model (Hugging Face `config.json` names).
@@ -125,6 +125,8 @@ pub struct Bert {
     pub embedding_norm: LayerNorm,
     pub layers: Vec<BertLayer>,
     adapter: Option<Adapter>,
+    /// Adapters fused into the weights, kept so that one can be taken out again.
+    fused: FusedAdapters,
     /// `bert.` when the weights were loaded with that prefix, so a saved model keeps the names.
     prefix: String,
 }
@@ -230,6 +232,7 @@ impl Bert {
             embedding_norm: norm("embeddings.LayerNorm".into())?,
             layers,
             adapter: None,
+            fused: FusedAdapters::default(),
             prefix: prefix.to_string(),
         })
     }
@@ -356,7 +359,31 @@ impl Bert {
         let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
         linear::merge_adapters(gpu, layers, adapters, how)?;
         self.adapter = None;
+        self.fused = FusedAdapters::default();
         Ok(())
+    }
+
+    /// Fuses `adapters` (each built or loaded on this model) into the weights beside those
+    /// fused before, weighting the whole set by `how` (see [`fuse`](crate::adapter::fuse)),
+    /// and keeps them, so that [`unfuse`](Self::unfuse) can take one out again without a
+    /// reload. The model's own adapter is dropped. All weights change or none.
+    pub fn fuse_adapters(&mut self, gpu: &Gpu, adapters: Vec<Adapter>, how: Fusion) -> Result<()> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        self.fused.fuse_more(gpu, layers, adapters, how)?;
+        self.adapter = None;
+        Ok(())
+    }
+
+    /// Takes fused adapter `index` out of the weights again (the rest stay fused, reweighted
+    /// by the set's `how`) and returns it.
+    pub fn unfuse(&mut self, gpu: &Gpu, index: usize) -> Result<Adapter> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        self.fused.unfuse(gpu, layers, index)
+    }
+
+    /// The adapters fused into the weights, kept by [`fuse_adapters`](Self::fuse_adapters).
+    pub fn fused(&self) -> &FusedAdapters {
+        &self.fused
     }
 
     fn adapted(&self, name: &str) -> Option<&LayerAdapter> {

@@ -17,6 +17,113 @@ pub struct Linear {
     pub weight: Frozen,
     /// b (out).
     pub bias: Option<Tensor>,
+    /// W as it was before a [`FusedAdapters`] set was fused into `weight`, kept so that
+    /// fusing another set (one adapter fewer) starts from it again.
+    unfused: Option<Frozen>,
+}
+
+/// Adapters fused into a model's weights and kept beside them, so that one can be taken out
+/// again ([`FusedAdapters::remove`] and a re-fuse) without reloading the model.
+#[derive(Debug)]
+pub struct FusedAdapters {
+    adapters: Vec<Adapter>,
+    how: Fusion,
+}
+
+impl Default for FusedAdapters {
+    fn default() -> Self {
+        FusedAdapters {
+            adapters: Vec::new(),
+            how: Fusion::Sum,
+        }
+    }
+}
+
+impl FusedAdapters {
+    /// The adapters, in the order they were fused.
+    pub fn adapters(&self) -> &[Adapter] {
+        &self.adapters
+    }
+
+    /// How they are weighted.
+    pub fn how(&self) -> &Fusion {
+        &self.how
+    }
+
+    /// Adds `adapters` and weights the whole set by `how` (`Weighted` takes one weight per
+    /// adapter, the earlier ones first). Refused, leaving the set as it was, when the weights
+    /// do not match.
+    pub fn add(&mut self, adapters: Vec<Adapter>, how: Fusion) -> Result<()> {
+        let count = self.adapters.len() + adapters.len();
+        if let Fusion::Weighted(w) = &how {
+            if w.len() != count {
+                return Err(Error::InvalidAdapter(format!(
+                    "{} fusion weights for the {count} fused adapters (earlier ones included)",
+                    w.len()
+                )));
+            }
+        }
+        self.adapters.extend(adapters);
+        self.how = how;
+        Ok(())
+    }
+
+    /// Takes adapter `index` out of the set (and its weight, for `Weighted`).
+    pub fn remove(&mut self, index: usize) -> Result<Adapter> {
+        if index >= self.adapters.len() {
+            return Err(Error::InvalidAdapter(format!(
+                "there is no fused adapter {index}: {} are fused",
+                self.adapters.len()
+            )));
+        }
+        if let Fusion::Weighted(w) = &mut self.how {
+            w.remove(index);
+        }
+        Ok(self.adapters.remove(index))
+    }
+
+    /// Undoes an [`add`](Self::add) or a [`remove`](Self::remove) whose fusion failed: the
+    /// set back to its first `len` adapters (then `removed` at its index) and `how`.
+    fn restore(&mut self, len: usize, removed: Option<(usize, Adapter)>, how: Fusion) {
+        self.adapters.truncate(len);
+        if let Some((index, adapter)) = removed {
+            self.adapters.insert(index, adapter);
+        }
+        self.how = how;
+    }
+
+    /// Fuses `adapters` into `layers` beside the set's own (see [`fuse_set`]); on failure the
+    /// set and the weights stay as they were.
+    pub fn fuse_more<'a>(
+        &mut self,
+        gpu: &Gpu,
+        layers: impl Iterator<Item = &'a mut Linear>,
+        adapters: Vec<Adapter>,
+        how: Fusion,
+    ) -> Result<()> {
+        let (len, before) = (self.adapters.len(), self.how.clone());
+        self.add(adapters, how)?;
+        fuse_set(gpu, layers, self).inspect_err(|_| self.restore(len, None, before))
+    }
+
+    /// Takes adapter `index` out of `layers` again (the rest stay fused, reweighted by the
+    /// set's `how`) and returns it; on failure the set and the weights stay as they were.
+    pub fn unfuse<'a>(
+        &mut self,
+        gpu: &Gpu,
+        layers: impl Iterator<Item = &'a mut Linear>,
+        index: usize,
+    ) -> Result<Adapter> {
+        let (len, before) = (self.adapters.len(), self.how.clone());
+        let adapter = self.remove(index)?;
+        match fuse_set(gpu, layers, self) {
+            Ok(()) => Ok(adapter),
+            Err(e) => {
+                self.restore(len - 1, Some((index, adapter)), before);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// What a linear layer's forward pass keeps for its backward pass.
@@ -52,7 +159,12 @@ impl Linear {
                 });
             }
         }
-        Ok(Linear { name, weight, bias })
+        Ok(Linear {
+            name,
+            weight,
+            bias,
+            unfused: None,
+        })
     }
 
     /// Output features.
@@ -164,14 +276,21 @@ pub async fn load_adapter<'a>(
     bytes: &[u8],
     layers: impl Iterator<Item = &'a Linear>,
 ) -> Result<Adapter> {
+    // Against the weights the model was loaded with, not a fused set's: an adapter file is
+    // made for those, and loading one is how another adapter joins a fusion.
     let targets: Vec<(&str, BaseWeight)> = layers
-        .map(|l| (l.name.as_str(), BaseWeight::from(&l.weight)))
+        .map(|l| {
+            let base = l.unfused.as_ref().unwrap_or(&l.weight);
+            (l.name.as_str(), BaseWeight::from(base))
+        })
         .collect();
     Adapter::load(gpu, bytes, &targets).await
 }
 
-/// Merges `adapters` into the layers they adapt: each such layer's weight becomes the dense
-/// W + Σ_k w_k ΔW_k (see [`fuse`]: `Sum` and `Mean` need disjoint bands). One submit.
+/// Merges `adapters` into the layers they adapt for good: each such layer's weight becomes
+/// the dense W + Σ_k w_k ΔW_k (see [`fuse`]: `Sum` and `Mean` need disjoint bands), and every
+/// layer's current weight becomes its base (a fused set is then part of it: the caller drops
+/// its [`FusedAdapters`]). One submit.
 pub fn merge_adapters<'a>(
     gpu: &Gpu,
     layers: impl Iterator<Item = &'a mut Linear>,
@@ -182,16 +301,58 @@ pub fn merge_adapters<'a>(
     let mut merged = Vec::new();
     for lin in layers {
         let parts: Vec<&LayerAdapter> = adapters.iter().filter_map(|a| a.find(&lin.name)).collect();
-        if parts.is_empty() {
-            continue;
-        }
-        let base = lin.weight.to_dense(&mut step)?;
-        let w = fuse(&mut step, &base, &parts, how)?;
+        let w = if parts.is_empty() {
+            None
+        } else {
+            let base = lin.weight.to_dense(&mut step)?;
+            Some(fuse(&mut step, &base, &parts, how)?)
+        };
         merged.push((lin, w));
     }
     step.submit()?;
     for (lin, w) in merged {
-        lin.weight = Frozen::Dense(w);
+        lin.unfused = None;
+        if let Some(w) = w {
+            lin.weight = Frozen::Dense(w);
+        }
+    }
+    Ok(())
+}
+
+/// Fuses the whole `set` into the layers: each layer some adapter of the set adapts gets the
+/// dense W + Σ_k w_k ΔW_k from the weight it had before any set was fused; a layer no adapter
+/// of the set adapts any more gets that weight back. All weights change or none (one submit).
+pub fn fuse_set<'a>(
+    gpu: &Gpu,
+    layers: impl Iterator<Item = &'a mut Linear>,
+    set: &FusedAdapters,
+) -> Result<()> {
+    let adapters: Vec<&Adapter> = set.adapters.iter().collect();
+    let mut step = Step::new(gpu, "fuse adapters");
+    let mut fused = Vec::new();
+    for lin in layers {
+        let parts: Vec<&LayerAdapter> = adapters.iter().filter_map(|a| a.find(&lin.name)).collect();
+        let before = lin.unfused.as_ref().unwrap_or(&lin.weight);
+        let weight = if parts.is_empty() {
+            before.alias()
+        } else {
+            let base = before.to_dense(&mut step)?;
+            Frozen::Dense(fuse(&mut step, &base, &parts, &set.how)?)
+        };
+        fused.push((lin, weight, parts.is_empty()));
+    }
+    step.submit()?;
+    for (lin, weight, restored) in fused {
+        if lin.unfused.is_none() && !restored {
+            lin.unfused = Some(lin.weight.alias());
+        }
+        if restored {
+            if let Some(before) = lin.unfused.take() {
+                lin.weight = before;
+            }
+        } else {
+            lin.weight = weight;
+        }
     }
     Ok(())
 }

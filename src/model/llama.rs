@@ -17,7 +17,7 @@ use crate::model::layers::{
     rms_norm_forward, rope_backward, rope_forward, swiglu_backward, swiglu_forward,
     unpermute_qk_rows, upload_ids, AttentionConfig, RopeTable, MAX_HEAD_DIM,
 };
-use crate::model::linear::{self, adapt, Linear, LinearSaved};
+use crate::model::linear::{self, adapt, FusedAdapters, Linear, LinearSaved};
 use crate::random::Rng;
 use crate::train::{Params, Trainable};
 
@@ -161,6 +161,8 @@ pub struct Llama {
     pub layers: Vec<LlamaLayer>,
     rope: RopeTable,
     adapter: Option<Adapter>,
+    /// Adapters fused into the weights, kept so that one can be taken out again.
+    fused: FusedAdapters,
 }
 
 /// Activations of one layer kept for the backward pass.
@@ -272,6 +274,7 @@ impl Llama {
             output_norm: vector("output_norm.weight")?,
             layers,
             adapter: None,
+            fused: FusedAdapters::default(),
         })
     }
 
@@ -329,6 +332,7 @@ impl Llama {
             embedding,
             layers,
             adapter: None,
+            fused: FusedAdapters::default(),
         })
     }
 
@@ -375,7 +379,31 @@ impl Llama {
         let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
         linear::merge_adapters(gpu, layers, adapters, how)?;
         self.adapter = None;
+        self.fused = FusedAdapters::default();
         Ok(())
+    }
+
+    /// Fuses `adapters` (each built or loaded on this model) into the weights beside those
+    /// fused before, weighting the whole set by `how` (see [`fuse`](crate::adapter::fuse)),
+    /// and keeps them, so that [`unfuse`](Self::unfuse) can take one out again without a
+    /// reload. The model's own adapter is dropped. All weights change or none.
+    pub fn fuse_adapters(&mut self, gpu: &Gpu, adapters: Vec<Adapter>, how: Fusion) -> Result<()> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        self.fused.fuse_more(gpu, layers, adapters, how)?;
+        self.adapter = None;
+        Ok(())
+    }
+
+    /// Takes fused adapter `index` out of the weights again (the rest stay fused, reweighted
+    /// by the set's `how`) and returns it.
+    pub fn unfuse(&mut self, gpu: &Gpu, index: usize) -> Result<Adapter> {
+        let layers = self.layers.iter_mut().flat_map(|l| l.linears_mut());
+        self.fused.unfuse(gpu, layers, index)
+    }
+
+    /// The adapters fused into the weights, kept by [`fuse_adapters`](Self::fuse_adapters).
+    pub fn fused(&self) -> &FusedAdapters {
+        &self.fused
     }
 
     /// Loads an adapter file saved from this model (or one with the same base) and puts it on;

@@ -193,6 +193,32 @@ impl Inner {
         }
     }
 
+    fn fuse_adapters(
+        &mut self,
+        gpu: &Gpu,
+        adapters: Vec<Adapter>,
+        how: Fusion,
+    ) -> crate::Result<()> {
+        match self {
+            Inner::Classifier(c) => c.bert.fuse_adapters(gpu, adapters, how),
+            Inner::Decoder { llama, .. } => llama.fuse_adapters(gpu, adapters, how),
+        }
+    }
+
+    fn unfuse(&mut self, gpu: &Gpu, index: usize) -> crate::Result<Adapter> {
+        match self {
+            Inner::Classifier(c) => c.bert.unfuse(gpu, index),
+            Inner::Decoder { llama, .. } => llama.unfuse(gpu, index),
+        }
+    }
+
+    fn fused(&self) -> &[Adapter] {
+        match self {
+            Inner::Classifier(c) => c.bert.fused().adapters(),
+            Inner::Decoder { llama, .. } => llama.fused().adapters(),
+        }
+    }
+
     fn merge_adapters(
         &mut self,
         gpu: &Gpu,
@@ -418,9 +444,11 @@ impl JsModel {
         })
     }
 
-    /// Merges adapter files into the weights, W + Σ_k w_k ΔW_k: `how` is "sum" (default; the
-    /// adapters must own disjoint bands), "mean", or one weight per adapter. The model's own
-    /// adapter is dropped; a classifier keeps its head. Reload the model to undo.
+    /// Fuses adapter files into the weights beside those fused before, W + Σ_k w_k ΔW_k over
+    /// the whole set: `how` is "sum" (default; the adapters must own disjoint bands), "mean",
+    /// or one weight per fused adapter (earlier ones first). The model's own adapter is
+    /// dropped; a classifier keeps its head. The adapters are kept: `unfuse(i)` takes one out
+    /// again without a reload, `fused()` lists them.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn fuse(
         &self,
@@ -445,14 +473,40 @@ impl JsModel {
                 let adapter = state.inner.set_adapter(own);
                 loaded.extend(adapter);
             }
-            let refs: Vec<&Adapter> = loaded.iter().collect();
             state
                 .inner
-                .merge_adapters(&gpu, &refs, &how)
+                .fuse_adapters(&gpu, loaded, how)
                 .map_err(js_error)?;
             state.adapter_generation += 1;
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// Takes fused adapter `index` (in the order of `fused()`) out of the weights again; the
+    /// others stay fused, reweighted as the set's `how` says. Resolves to the adapter file of
+    /// the one taken out.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn unfuse(&self, index: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut guard = state.try_borrow_mut().map_err(|_| busy())?;
+            let state = &mut *guard;
+            let adapter = state.inner.unfuse(&gpu, index as usize).map_err(js_error)?;
+            let bytes = adapter.save(&gpu).await.map_err(js_error)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// The adapters fused into the weights, in fusion order.
+    #[wasm_bindgen(unchecked_return_type = "AdapterSummary[]")]
+    pub fn fused(&self) -> Result<Array, JsValue> {
+        let state = self.state.try_borrow().map_err(|_| busy())?;
+        Ok(state
+            .inner
+            .fused()
+            .iter()
+            .map(|a| summary(Some(a)))
+            .collect())
     }
 
     /// Merges the model's adapter into its weights (W' = W + ΔW) and drops it.
