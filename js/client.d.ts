@@ -2,7 +2,7 @@
 // Worker. Option and result types are the main module's.
 import type {
   AdapterInfo, AdapterOptions, AdapterSummary, EvaluateOptions, Evaluation, Examples, FitOptions, FitReport,
-  GpuRequestOptions, ModelOptions, PeftFiles, TextGenerateOptions, TrainerOptions, TrainProgress,
+  GpuRequestOptions, LayerSpectrum, ModelOptions, PeftFiles, TextGenerateOptions, TrainerOptions, TrainProgress,
 } from "../pkg/spectune.js";
 
 /** The worker that runs spectune, and the GPU it opened. */
@@ -27,6 +27,8 @@ export declare class RemoteModel {
   unfuse(index: number): Promise<Uint8Array>;
   /** The adapters fused into the weights, in fusion order. */
   fused(): Promise<AdapterSummary[]>;
+  /** A projection's singular values and the bands adapters own on it. */
+  spectrum(target: string): Promise<LayerSpectrum>;
   merge(): Promise<void>;
   save(): Promise<Uint8Array>;
   exportPeft(): Promise<PeftFiles>;

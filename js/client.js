@@ -80,8 +80,8 @@ export class Spectune {
 }
 
 const MODEL_METHODS = [
-  "addAdapter", "saveAdapter", "loadAdapter", "fuse", "unfuse", "fused", "merge", "save", "exportPeft",
-  "predict", "evaluate",
+  "addAdapter", "saveAdapter", "loadAdapter", "fuse", "unfuse", "fused", "spectrum", "merge", "save",
+  "exportPeft", "predict", "evaluate",
 ];
 
 /** A Model that lives in the worker: the same async methods as `Model`. */

@@ -339,6 +339,28 @@ fn fused_adapters_can_be_taken_out_again() {
     assert_eq!(weights(gpu, &fresh), three);
     assert_eq!(loss(gpu, &fresh, &batch), three_loss);
 
+    // The spectrum of a fused layer: the base's singular values (against faer's f64 SVD of
+    // the base weight) and the three fused bands, each with its change.
+    let spectrum = block_on(model.layer_spectrum(gpu, "blk.0.attn_q")).unwrap();
+    let index = model
+        .linears()
+        .position(|l| l.name == "blk.0.attn_q")
+        .unwrap();
+    let (_, want, _) = spectune::reference::svd(64, 64, &base[index]);
+    for (got, w) in spectrum.sigma.iter().zip(&want) {
+        assert!(
+            (f64::from(*got) - w).abs() <= 1e-5 * want[0],
+            "{got} vs {w}"
+        );
+    }
+    let starts: Vec<(usize, Option<usize>)> =
+        spectrum.bands.iter().map(|b| (b.start, b.fused)).collect();
+    assert_eq!(starts, [(0, Some(0)), (4, Some(1)), (6, Some(2))]);
+    assert!(
+        spectrum.bands.iter().all(|b| b.change > 0.0),
+        "{spectrum:?}"
+    );
+
     // Weights that do not match the set are refused, and nothing changes.
     let extra = build(&mut model, 1);
     let err = model

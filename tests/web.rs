@@ -572,6 +572,26 @@ async fn js_api_model_trains_saves_fuses_and_exports() {
     }
     let err = JsFuture::from(model.unfuse(7)).await.unwrap_err();
     assert!(message(err).contains("no fused adapter 7"));
+
+    // The spectrum of one fused layer: its singular values, largest first, and both bands.
+    let target = "encoder.layer.0.attention.self.query".to_string();
+    let spectrum = JsFuture::from(model.spectrum(target)).await.unwrap();
+    let sigma = js_sys::Float32Array::from(get(&spectrum, "sigma")).to_vec();
+    assert_eq!(sigma.len(), 32);
+    assert!(sigma.windows(2).all(|w| w[0] >= w[1]), "{sigma:?}");
+    let bands = js_sys::Array::from(&get(&spectrum, "bands"));
+    assert_eq!(bands.length(), 2);
+    let second = bands.get(1);
+    assert_eq!(get(&second, "fused").as_f64(), Some(1.0));
+    assert_eq!(
+        (get(&second, "start").as_f64(), get(&second, "end").as_f64()),
+        (Some(2.0), Some(4.0))
+    );
+    assert!(get(&second, "change").as_f64().is_some_and(|c| c > 0.0));
+    let err = JsFuture::from(model.spectrum("nope".into()))
+        .await
+        .unwrap_err();
+    assert!(message(err).contains("nope"));
 }
 
 /// A browser without WebGPU: `Gpu.request()` rejects with an Error that says so (simulated by

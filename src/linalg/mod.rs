@@ -18,8 +18,8 @@ pub use matmul::{gemm, matmul, matmul_variants, qgemm, Gemm, MatmulKernel, TileC
 pub use quant::{dequantize, gather_rows, quantize, QuantFormat, QuantMatrix};
 pub use reduce::{sum, sum_rows, sum_squares, sum_squares_rows};
 pub use svd::{
-    svd_truncated, svd_truncated_batch, Svd, SvdMethod, SvdOptions, SvdReport, SvdStats,
-    EXACT_MAX_DIM,
+    singular_values, svd_truncated, svd_truncated_batch, Svd, SvdMethod, SvdOptions, SvdReport,
+    SvdStats, EXACT_MAX_DIM,
 };
 
 /// (batch, rows, cols) of a 2D or 3D tensor.

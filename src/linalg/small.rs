@@ -18,6 +18,11 @@ fn from_mat(m: faer::MatRef<'_, f64>, cols: usize) -> Vec<f32> {
     out
 }
 
+/// All singular values of W (m×n, row-major), largest first, in f64.
+pub(crate) fn singular_values(w: &[f32], m: usize, n: usize) -> Option<Vec<f64>> {
+    to_mat(w, m, n).singular_values().ok()
+}
+
 /// The stable fallback of orth(): Householder QR of Y (m×ℓ) in f64, returning the thin Q. Also
 /// right for rank-deficient Y, where it completes the basis with orthonormal columns.
 pub(crate) fn householder_q(y: &[f32], m: usize, l: usize) -> Vec<f32> {

@@ -357,6 +357,76 @@ pub fn fuse_set<'a>(
     Ok(())
 }
 
+/// A layer's spectrum beside the bands adapters own on it (for plots: the demo draws it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpectrum {
+    /// Every singular value of the layer's weight before any fusion, largest first.
+    pub sigma: Vec<f32>,
+    /// The model's own adapter's band first (if it adapts the layer), then each fused one's.
+    pub bands: Vec<BandChange>,
+}
+
+/// One adapter on a layer: the singular vectors its band owns and how much it changes W.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandChange {
+    /// Fused into the weights (by its index in the fused set), or the model's own adapter.
+    pub fused: Option<usize>,
+    pub kind: crate::adapter::AdapterKind,
+    /// Its band's singular vectors [start, end) (LoRA has none: start = end = 0).
+    pub start: usize,
+    pub end: usize,
+    /// ‖ΔW‖_F, the Frobenius norm of its change to the weight.
+    pub change: f32,
+}
+
+/// The spectrum of `lin` and the bands of `own` and of the `fused` adapters that adapt it: one
+/// submit and one readback for the changes, the singular values on the host in f64.
+pub async fn layer_spectrum(
+    gpu: &Gpu,
+    lin: &Linear,
+    own: Option<&Adapter>,
+    fused: &[Adapter],
+) -> Result<LayerSpectrum> {
+    let mut step = Step::new(gpu, "layer spectrum");
+    let base = lin
+        .unfused
+        .as_ref()
+        .unwrap_or(&lin.weight)
+        .to_dense(&mut step)?;
+    let adapters = own
+        .map(|a| (None, a))
+        .into_iter()
+        .chain(fused.iter().enumerate().map(|(i, a)| (Some(i), a)));
+    let mut bands = Vec::new();
+    let mut norms = Vec::new();
+    for (index, adapter) in adapters {
+        let Some(layer) = adapter.find(&lin.name) else {
+            continue;
+        };
+        let delta = Tensor::zeros(gpu, base.shape())?;
+        layer.add_delta(&mut step, &delta, 1.0)?;
+        norms.push(crate::linalg::sum_squares(&mut step, &delta)?);
+        let spectral = layer.kind.is_spectral_basis();
+        let start = if spectral { layer.band * layer.rank } else { 0 };
+        bands.push(BandChange {
+            fused: index,
+            kind: layer.kind,
+            start,
+            end: if spectral { start + layer.rank } else { 0 },
+            change: 0.0,
+        });
+    }
+    step.submit()?;
+    let values = crate::gpu::read_many(gpu, &norms.iter().collect::<Vec<_>>()).await?;
+    for (band, v) in bands.iter_mut().zip(values) {
+        band.change = v.first().copied().unwrap_or(0.0).max(0.0).sqrt();
+    }
+    Ok(LayerSpectrum {
+        sigma: crate::linalg::singular_values(gpu, &base).await?,
+        bands,
+    })
+}
+
 /// Whether layer `name` matches a target `pattern`: `*`, the exact name, or a dot-separated
 /// suffix of it (`query` matches `encoder.layer.0.attention.self.query`), as PEFT matches.
 pub fn matches_target(name: &str, pattern: &str) -> bool {

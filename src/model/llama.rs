@@ -401,6 +401,15 @@ impl Llama {
         self.fused.unfuse(gpu, layers, index)
     }
 
+    /// The spectrum of projection `name` beside the bands of the model's adapter and of the
+    /// fused ones (see [`linear::layer_spectrum`]); a name the model lacks is an error.
+    pub async fn layer_spectrum(&self, gpu: &Gpu, name: &str) -> Result<linear::LayerSpectrum> {
+        let lin = self.linears().find(|l| l.name == name).ok_or_else(|| {
+            Error::InvalidAdapter(format!("the model has no projection called {name:?}"))
+        })?;
+        linear::layer_spectrum(gpu, lin, self.adapter.as_ref(), self.fused.adapters()).await
+    }
+
     /// The adapters fused into the weights, kept by [`fuse_adapters`](Self::fuse_adapters).
     pub fn fused(&self) -> &FusedAdapters {
         &self.fused

@@ -75,6 +75,15 @@ export interface AdapterSummary {
    * σ_{start−1}/σ_start and σ_{end−1}/σ_end at its edges; `edgeInCluster` when one is under 1.01. */
   spectrum: BandSpectrum[];
 }
+/** `Model.spectrum(target)`: a projection's singular values and the bands adapters own on it. */
+export interface LayerSpectrum {
+  target: string;
+  /** Every singular value of the weight before any fusion, largest first. */
+  sigma: Float32Array;
+  /** The model's own adapter (`fused` null) first, then each fused one (its index in `fused()`):
+   * its band's singular vectors start … end − 1 (0, 0 for LoRA) and ‖ΔW‖_F. */
+  bands: { fused: number | null; kind: string; start: number; end: number; change: number }[];
+}
 /** One target's band in `AdapterSummary.spectrum`. */
 export interface BandSpectrum {
   target: string; method: "exact" | "iterative"; iterations: number; converged: boolean;
@@ -209,6 +218,17 @@ impl Inner {
         match self {
             Inner::Classifier(c) => c.bert.unfuse(gpu, index),
             Inner::Decoder { llama, .. } => llama.unfuse(gpu, index),
+        }
+    }
+
+    async fn layer_spectrum(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+    ) -> crate::Result<crate::model::linear::LayerSpectrum> {
+        match self {
+            Inner::Classifier(c) => c.bert.layer_spectrum(gpu, name).await,
+            Inner::Decoder { llama, .. } => llama.layer_spectrum(gpu, name).await,
         }
     }
 
@@ -494,6 +514,45 @@ impl JsModel {
             let adapter = state.inner.unfuse(&gpu, index as usize).map_err(js_error)?;
             let bytes = adapter.save(&gpu).await.map_err(js_error)?;
             Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// The spectrum of projection `target` (a full layer name, as `AdapterSummary.spectrum`
+    /// lists them): all its singular values before any fusion, and the band each adapter on it
+    /// owns (the model's own, then the fused ones) with ‖ΔW‖_F, its change to the weight.
+    #[wasm_bindgen(unchecked_return_type = "Promise<LayerSpectrum>")]
+    pub fn spectrum(&self, target: String) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let guard = state.try_borrow().map_err(|_| busy())?;
+            let s = guard
+                .inner
+                .layer_spectrum(&gpu, &target)
+                .await
+                .map_err(js_error)?;
+            let obj = Object::new();
+            set(&obj, "target", target.as_str());
+            set(
+                &obj,
+                "sigma",
+                js_sys::Float32Array::from(s.sigma.as_slice()),
+            );
+            let bands = Array::new();
+            for b in &s.bands {
+                let band = Object::new();
+                set(
+                    &band,
+                    "fused",
+                    b.fused.map_or(JsValue::NULL, |i| JsValue::from(i as f64)),
+                );
+                set(&band, "kind", b.kind.name());
+                set(&band, "start", b.start as f64);
+                set(&band, "end", b.end as f64);
+                set(&band, "change", f64::from(b.change));
+                bands.push(&band);
+            }
+            set(&obj, "bands", bands);
+            Ok(obj.into())
         })
     }
 

@@ -282,6 +282,29 @@ pub async fn svd_truncated_batch(
     Ok((svds, stats))
 }
 
+/// All singular values of W (m×n), largest first: W read back and decomposed on the host in
+/// f64 (what a band is cut from, for plots and reports).
+pub async fn singular_values(gpu: &Gpu, w: &Tensor) -> Result<Vec<f32>> {
+    let &[m, n] = w.shape() else {
+        return Err(Error::ShapeMismatch {
+            op: "singular_values",
+            detail: format!("W must be 2D, got shape {:?}", w.shape()),
+        });
+    };
+    let values = crate::gpu::read_many(gpu, &[w])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    if values.iter().any(|x| !x.is_finite()) {
+        return Err(Error::NonFinite(
+            "singular_values: W contains NaN or Inf".into(),
+        ));
+    }
+    let s = crate::linalg::small::singular_values(&values, m, n)
+        .ok_or_else(|| Error::Numerical("the SVD of W did not converge".into()))?;
+    Ok(s.into_iter().map(|x| x as f32).collect())
+}
+
 /// Fixes signs so that the largest-magnitude entry of each column of U (m×k) is positive,
 /// flipping V's (n×k) columns to match, and uploads both.
 fn upload_signed(
