@@ -26,6 +26,8 @@ const app = {
   train: [],
   test: [],
   kept: [], // saved adapter files to fuse
+  fusedCount: 0, // adapters fused into the weights (unfuse takes the last one out)
+  spectrumTarget: null, // the layer whose spectrum the fuse section draws
   controller: null,
 };
 
@@ -60,6 +62,7 @@ function refresh() {
   $("try-run").disabled = busy || !app.model;
   $("fuse-keep").disabled = busy || !adapted;
   $("fuse-run").disabled = busy || app.kept.length < 1;
+  $("fuse-unfuse").disabled = busy || app.fusedCount < 1;
   $("download-adapter").disabled = busy || !adapted;
   $("download-merged").disabled = busy || !app.model || app.arch !== "bert";
   $("download-peft").disabled = busy || !adapted;
@@ -106,6 +109,9 @@ async function loadModel() {
     $("try-text").value = TRY[app.arch];
     $("adapter").dataset.live = "no";
     app.kept = [];
+    app.fusedCount = 0;
+    app.spectrumTarget = null;
+    $("spectrum-plot").innerHTML = "";
     app.baseline = await runModel($("try-text").value);
     await loadData();
     return `${app.arch === "bert" ? "BERT classifier" : "Llama language model"}, ${mb(size)} (${source})`;
@@ -186,8 +192,42 @@ async function addAdapter() {
       targets: $("adapter-targets").value.split(",").map((t) => t.trim()).filter(Boolean),
     });
     $("adapter").dataset.live = "yes";
-    return `${summary.kind}, rank ${summary.rank}, band ${summary.band}: ${summary.layers} layers, ${summary.trainable.toLocaleString()} trainable parameters`;
+    app.spectrumTarget = summary.spectrum[0]?.target ?? app.spectrumTarget;
+    await drawSpectrum();
+    const clustered = summary.spectrum.filter((b) => b.edgeInCluster).length;
+    const edges = clustered ? `; ${clustered} with a band edge inside a cluster of singular values` : "";
+    return `${summary.kind}, rank ${summary.rank}, band ${summary.band}: ${summary.layers} layers, ${summary.trainable.toLocaleString()} trainable parameters${edges}`;
   });
+}
+
+const BAND_COLOURS = ["#d8833b", "#3bb07d", "#b03ba8", "#b0a33b", "#3ba8b0"];
+
+/** Draws the spectrum of `app.spectrumTarget`: singular-value bars, bands shaded, ‖ΔW‖ labels. */
+async function drawSpectrum() {
+  const svg = $("spectrum-plot");
+  if (!app.model || !app.spectrumTarget) return;
+  const { sigma, bands } = await app.model.spectrum(app.spectrumTarget);
+  $("spectrum-target").textContent = app.spectrumTarget;
+  const count = Math.min(48, sigma.length);
+  const [w, h, top] = [480, 150, 14];
+  const bar = w / count;
+  const y = (s) => h - (s / sigma[0]) * (h - top);
+  const parts = [];
+  bands.forEach((b, i) => {
+    if (b.end <= b.start || b.start >= count) return;
+    const colour = b.fused === null ? "#3b7dd8" : BAND_COLOURS[b.fused % BAND_COLOURS.length];
+    const x = b.start * bar;
+    const label = `${b.fused === null ? "training" : `fused ${b.fused + 1}`}: ‖ΔW‖ ${b.change.toPrecision(2)}`;
+    parts.push(
+      `<rect class="band" data-fused="${b.fused ?? ""}" x="${x}" y="0" width="${(Math.min(b.end, count) - b.start) * bar}" height="${h}" fill="${colour}" fill-opacity="0.25"/>`,
+      `<text x="${x + 2}" y="${top - 3 + 11 * i}">${label}</text>`,
+    );
+  });
+  for (let j = 0; j < count; j++) {
+    parts.push(`<rect class="sigma" x="${j * bar + 1}" y="${y(sigma[j])}" width="${bar - 2}" height="${h - y(sigma[j])}"/>`);
+  }
+  parts.push(`<text x="2" y="${h + 14}">σ₁ = ${sigma[0].toPrecision(3)} … σ${count} = ${sigma[count - 1].toPrecision(3)}</text>`);
+  svg.innerHTML = parts.join("");
 }
 
 function plot(losses) {
@@ -300,12 +340,24 @@ function wire() {
     });
   $("fuse-run").onclick = () =>
     act("fuse", "fusing…", async () => {
-      await app.model.fuse(app.kept, $("fuse-how").value);
+      // Weights, when given, are one per fused adapter: those fused before first.
+      const weights = $("fuse-weights").value.split(",").map((x) => x.trim()).filter(Boolean).map(Number);
+      const how = weights.length ? weights : $("fuse-how").value;
+      await app.model.fuse(app.kept, how);
       const n = app.kept.length;
+      app.fusedCount += n;
       app.kept = [];
       $("adapter").dataset.live = "no";
       status("adapter", "ready", "fused into the weights: add a new adapter to train more");
-      return `${n} adapters fused into the weights (${$("fuse-how").value})`;
+      await drawSpectrum();
+      return `${n} adapters fused into the weights (${weights.length ? `weights ${weights.join(", ")}` : how}); ${app.fusedCount} fused in all`;
+    });
+  $("fuse-unfuse").onclick = () =>
+    act("fuse", "taking it out…", async () => {
+      await app.model.unfuse(app.fusedCount - 1);
+      app.fusedCount -= 1;
+      await drawSpectrum();
+      return `the last fused adapter taken out again; ${app.fusedCount} fused`;
     });
   $("download-adapter").onclick = () =>
     act("files", "saving…", async () => {

@@ -5,7 +5,7 @@
 // train a second adapter on another band, fuse both, download the merged model, load a model
 // file from disk. SmolLM2: load it, train an adapter on Moby-Dick, generate, export for PEFT.
 // No console errors. Needs pkg/ (scripts/test.sh builds it) and the fetch script's cache.
-// Leaves a screenshot and the downloaded files in test-artifacts/.
+// Leaves screenshots (the page; the spectrum plot) and the downloaded files in test-artifacts/.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -107,6 +107,15 @@ test("demo page fine-tunes MiniLM, reloads an adapter file and fuses two adapter
     assert.match(await settled("fuse"), /2 adapters kept/);
     await click("fuse-run");
     assert.match(await settled("fuse"), /2 adapters fused/);
+    // The spectrum of the first layer, with both fused bands shaded; one taken out again.
+    const bands = () => page.locator("#spectrum-plot rect.band").count();
+    assert.equal(await page.locator("#spectrum-plot rect.sigma").count(), 48);
+    assert.equal(await bands(), 2);
+    assert.match(await page.textContent("#spectrum-plot"), /fused 2: ‖ΔW‖ [0-9.e-]+/);
+    await page.locator("#spectrum-plot").screenshot({ path: path.join(ARTIFACTS, "spectrum.png") });
+    await click("fuse-unfuse");
+    assert.match(await settled("fuse"), /taken out again; 1 fused/);
+    assert.equal(await bands(), 1);
 
     const [mergedDownload] = await Promise.all([page.waitForEvent("download"), click("download-merged")]);
     const mergedFile = path.join(ARTIFACTS, "model.safetensors");
