@@ -568,7 +568,8 @@ impl JsModel {
             .collect())
     }
 
-    /// Merges the model's adapter into its weights (W' = W + ΔW) and drops it.
+    /// Merges the model's adapter into its weights (W' = W + ΔW) and drops it. Adapters fused
+    /// before become part of the weights for good (`fused()` is then empty).
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn merge(&self) -> Promise {
         let (gpu, state) = (self.gpu.clone(), self.state.clone());
