@@ -142,6 +142,15 @@ fn spectral_additive_with_singular_values_exports_as_peft_lora() {
     check_export(config, "additive-sv", 2);
 }
 
+/// Band-confined (docs/FUSION.md): the export is ΔW's exact LoRA form whatever A holds.
+#[test]
+fn band_confined_spectral_additive_exports_as_peft_lora() {
+    let config = AdapterConfig::new(AdapterKind::SpectralAdditive, 2)
+        .band(1)
+        .confine_bands(3);
+    check_export(config, "additive-confined", 7);
+}
+
 #[test]
 fn spectral_rotation_exports_as_peft_lora() {
     let config = AdapterConfig::new(AdapterKind::SpectralRotation, 2).band(1);
